@@ -1,0 +1,121 @@
+//! The messages the services exchange over Kafka, and nothing else.
+//!
+//! These types are the public, versioned wire format. They are deliberately separate from each
+//! service's domain types: a domain may change shape freely, a contract only by adding a new
+//! version. Serde only; no I/O.
+//!
+//! Every message travels as a JSON payload with the metadata in Kafka headers (see
+//! [`headers`]); the record key is always the order id, so all messages of one order stay on one
+//! partition, in order.
+
+pub mod headers;
+pub mod orders;
+pub mod payments;
+pub mod stock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Logical topic names. The deployed name is `{prefix}{name}` (see `KafkaSettings`).
+pub mod topics {
+    /// Facts of the order service: placed, lines changed, payment requested, completed, failed.
+    pub const ORDERS: &str = "shop.orders";
+    /// Facts of the stock service: reserved, reservation failed, released.
+    pub const STOCK: &str = "shop.stock";
+    /// Facts of the payment service: captured, declined.
+    pub const PAYMENTS: &str = "shop.payments";
+    /// Messages a consumer could not process, with the reason in a header.
+    pub const DEAD_LETTERS: &str = "shop.dead-letters";
+}
+
+/// A message type of the wire contract: its name and schema version travel in headers.
+pub trait Contract: Serialize + DeserializeOwned {
+    /// The `message-type` header value.
+    const TYPE: &'static str;
+    /// The `schema-version` header value. A breaking change adds a new type or version.
+    const VERSION: u16;
+    /// The logical topic the message is published to.
+    const TOPIC: &'static str;
+}
+
+/// A payload that could not be turned into a known message. Consumers dead-letter these.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown message type {message_type:?} (schema version {version}) on {topic}")]
+    UnknownType {
+        topic: String,
+        message_type: String,
+        version: u16,
+    },
+    #[error("malformed {message_type} payload: {source}")]
+    Malformed {
+        message_type: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+pub(crate) fn decode_as<T: Contract>(payload: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|source| DecodeError::Malformed {
+        message_type: T::TYPE,
+        source,
+    })
+}
+
+/// Declares a topic's message enum with `decode` (type + version + payload → variant) and
+/// `message_type`. One arm per contract keeps the topic's vocabulary in one readable list.
+macro_rules! topic_messages {
+    ($(#[$meta:meta])* $name:ident, $topic:expr, { $($variant:ident($ty:ty)),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $($variant($ty)),+
+        }
+
+        impl $name {
+            /// Decodes a payload by its `message-type` and `schema-version` headers.
+            pub fn decode(message_type: &str, version: u16, payload: &[u8]) -> Result<Self, $crate::DecodeError> {
+                $(
+                    if message_type == <$ty as $crate::Contract>::TYPE && version == <$ty as $crate::Contract>::VERSION {
+                        return $crate::decode_as::<$ty>(payload).map(Self::$variant);
+                    }
+                )+
+                Err($crate::DecodeError::UnknownType {
+                    topic: $topic.to_owned(),
+                    message_type: message_type.to_owned(),
+                    version,
+                })
+            }
+
+            pub fn message_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$ty as $crate::Contract>::TYPE),+
+                }
+            }
+
+            pub fn order_id(&self) -> uuid::Uuid {
+                match self {
+                    $(Self::$variant(m) => m.order_id),+
+                }
+            }
+        }
+
+        $(
+            impl $crate::Contract for $ty {
+                const TYPE: &'static str = stringify!($variant);
+                const VERSION: u16 = 1;
+                const TOPIC: &'static str = $topic;
+            }
+        )+
+    };
+}
+pub(crate) use topic_messages;
+
+/// One order line on the wire. Prices are decimal strings with two places (`"12.50"`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    pub product_id: i64,
+    pub quantity: u32,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub unit_price: rust_decimal::Decimal,
+}

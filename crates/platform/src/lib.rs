@@ -1,0 +1,9 @@
+//! Start-up code every component shares: typed settings, telemetry, database connections and
+//! graceful shutdown. Nothing here knows about orders, stock or payments.
+
+pub mod postgres;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use settings::Settings;

@@ -1,0 +1,131 @@
+//! Layered settings: built-in defaults → an optional TOML file → `SHOP_*` environment variables.
+//!
+//! Every default points at the local stack that `./dev up` starts, so a developer never has to
+//! configure anything. Nested keys use a double underscore in the environment:
+//! `SHOP_KAFKA__BROKERS=host:9092`, `SHOP_POSTGRES__URL=postgres://…`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub postgres: PostgresSettings,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub mongodb: MongoSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PostgresSettings {
+    /// Server URL without a database name; each service appends its own database.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct KafkaSettings {
+    /// Comma-separated bootstrap servers.
+    pub brokers: String,
+    /// Prepended to every topic name, so several systems (or tests) can share one cluster.
+    pub topic_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prepended to every key the projections write.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MongoSettings {
+    pub url: String,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    pub gateway_port: u16,
+    pub order_port: u16,
+    pub stock_port: u16,
+    pub payment_port: u16,
+    pub projections_port: u16,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    /// `tracing_subscriber::EnvFilter` syntax.
+    pub log_filter: String,
+    /// Emit JSON lines instead of human-readable logs.
+    pub json_logs: bool,
+}
+
+const DEFAULTS: &str = r#"
+[postgres]
+url = "postgres://postgres@127.0.0.1:5432"
+max_connections = 16
+
+[kafka]
+brokers = "127.0.0.1:9092"
+topic_prefix = ""
+
+[redis]
+url = "redis://127.0.0.1:6379"
+key_prefix = "shop:"
+
+[mongodb]
+url = "mongodb://127.0.0.1:27017"
+database = "shop"
+
+[http]
+host = "127.0.0.1"
+gateway_port = 8080
+order_port = 8081
+stock_port = 8082
+payment_port = 8083
+projections_port = 8084
+body_limit = 65536
+
+[telemetry]
+log_filter = "info"
+json_logs = false
+"#;
+
+impl Settings {
+    /// Defaults, then the file named by `SHOP_CONFIG` (if set), then `SHOP_*` variables.
+    pub fn load() -> Result<Self, config::ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Ok(path) = std::env::var("SHOP_CONFIG") {
+            builder = builder.add_source(config::File::with_name(&path));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("SHOP")
+                    .prefix_separator("_")
+                    .separator("__"),
+            )
+            .build()?
+            .try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_the_local_stack() {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .expect("built-in defaults deserialize");
+        assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(settings.http.gateway_port, 8080);
+    }
+}

@@ -1,0 +1,102 @@
+//! Test scaffolding for the real servers of the local stack (`./dev test` starts them).
+//!
+//! Isolation comes from names, not from fakes: every test gets a fresh PostgreSQL database, a
+//! random Kafka topic prefix and consumer group, a random Redis key prefix and Mongo database.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use platform::Settings;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use sqlx::PgPool;
+
+/// The settings the tests run with: the same defaults and `SHOP_*` overrides as the services.
+pub fn settings() -> Settings {
+    Settings::load().expect("settings load from defaults and SHOP_* variables")
+}
+
+/// A short random suffix for database, topic, group and key names.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &id[..12])
+}
+
+/// A fresh, empty database on the configured PostgreSQL server. It is dropped by
+/// [`TestDatabase::drop_now`]; databases a failed test leaves behind are named `test_*` and are
+/// wiped by `./dev reset`.
+pub struct TestDatabase {
+    pub name: String,
+    pub pool: PgPool,
+    settings: Settings,
+}
+
+impl TestDatabase {
+    pub async fn create() -> anyhow::Result<Self> {
+        let settings = settings();
+        let name = unique("test");
+        let pool = platform::postgres::connect(&settings.postgres, &name)
+            .await
+            .with_context(|| format!("creating test database {name}; is `./dev up` running?"))?;
+        Ok(Self {
+            name,
+            pool,
+            settings,
+        })
+    }
+
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        platform::postgres::drop_database(&self.settings.postgres, &self.name).await?;
+        Ok(())
+    }
+}
+
+/// Creates topics with `partitions` partitions and waits until the broker reports them.
+pub async fn create_topics(
+    settings: &Settings,
+    topics: &[&str],
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .create()
+        .context("creating Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`. Tests never sleep blindly.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(match last_error {
+                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
+                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

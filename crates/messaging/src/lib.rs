@@ -1,0 +1,29 @@
+//! Reliable messaging between the services, shared by all of them:
+//!
+//! - [`outbox`]: write the messages a state change causes in the same transaction as the change;
+//! - `relay`: publish committed outbox rows to Kafka, marking a row only after the broker
+//!   acknowledged it;
+//! - `consumer`: apply each message exactly once (an inbox row in the handler's transaction),
+//!   committing the Kafka offset only after that transaction committed.
+
+pub mod outbox;
+
+use sqlx::migrate::Migrator;
+
+/// The outbox and inbox tables. Their versions are 1–99; a service's own migrations start at 100,
+/// and [`migrator`] runs both sets against the service's database.
+static MESSAGING_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The messaging tables followed by a service's own migrations, as one migrator.
+pub fn migrator(service: &Migrator) -> Migrator {
+    let mut migrations: Vec<_> = MESSAGING_MIGRATIONS
+        .iter()
+        .chain(service.iter())
+        .cloned()
+        .collect();
+    migrations.sort_by_key(|m| m.version);
+    Migrator {
+        migrations: migrations.into(),
+        ..Migrator::DEFAULT
+    }
+}

@@ -1,0 +1,179 @@
+//! Executing a command: load the stream, decide, append the events and their messages to the
+//! outbox, all in one transaction. HTTP requests and saga consumers share this path.
+
+use chrono::{DateTime, Utc};
+use messaging::outbox::{self, Metadata};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{Command, DomainError, Order, OrderId};
+use crate::event_store::{self, AppendError, EventMetadata, NewEvent, RecordedEvent};
+use crate::messages;
+use crate::view::{self, CorruptEvent};
+
+/// How often an HTTP command is re-decided after losing an optimistic-concurrency race.
+const ATTEMPTS: usize = 5;
+
+/// Who is asking and why: carried into event metadata and message headers.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub traceparent: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+impl Context {
+    /// A command from outside the system (an HTTP request); the order id correlates the saga.
+    pub fn external(order_id: OrderId, traceparent: Option<String>) -> Self {
+        Self {
+            correlation_id: order_id.0,
+            causation_id: None,
+            traceparent,
+            now: Utc::now(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the order changed concurrently {ATTEMPTS} times in a row")]
+    Contended,
+    #[error("the idempotency key was used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Conflict(AppendError),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptEvent),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AppendError> for CommandError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Database(e) => CommandError::Database(e),
+            conflict @ AppendError::Conflict { .. } => CommandError::Conflict(conflict),
+        }
+    }
+}
+
+/// The order after a command: its whole stream and its state.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub stream: Vec<RecordedEvent>,
+    pub order: Order,
+    /// How many events the command appended (0: it was a no-op).
+    pub appended: usize,
+}
+
+/// Runs `command` inside the caller's transaction. A lost race surfaces as
+/// [`CommandError::Conflict`] and leaves the transaction aborted: the caller rolls back and may
+/// try again.
+pub async fn execute_in(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    command: Command,
+    context: &Context,
+) -> Result<Executed, CommandError> {
+    let mut stream = event_store::load(&mut *conn, order_id.0).await?;
+    let order = view::fold(&stream)?.unwrap_or_default();
+    let events = order.decide(command)?;
+    if events.is_empty() {
+        return Ok(Executed {
+            stream,
+            order,
+            appended: 0,
+        });
+    }
+
+    let with_metadata: Vec<_> = events
+        .into_iter()
+        .map(|event| {
+            let metadata = Metadata {
+                message_id: Uuid::now_v7(),
+                correlation_id: context.correlation_id,
+                causation_id: context.causation_id,
+                traceparent: context.traceparent.clone(),
+                occurred_at: context.now,
+            };
+            (event, metadata)
+        })
+        .collect();
+    let new_events: Vec<NewEvent> = with_metadata
+        .iter()
+        .map(|(event, metadata)| new_event(event, metadata))
+        .collect();
+
+    let recorded = event_store::append(&mut *conn, order_id.0, order.version, &new_events).await?;
+    outbox::enqueue(
+        &mut *conn,
+        &messages::for_events(order_id, &order, &with_metadata),
+    )
+    .await?;
+
+    let order = with_metadata.iter().fold(order, |o, (e, _)| o.apply(e));
+    let appended = recorded.len();
+    stream.extend(recorded);
+    Ok(Executed {
+        stream,
+        order,
+        appended,
+    })
+}
+
+/// Runs `command` in a transaction of its own, re-deciding against the new state when another
+/// writer got there first. Either both writers' commands apply in some order, or the later one
+/// is refused by the rules against the state the earlier one left; never a lost update.
+pub async fn execute(
+    pool: &PgPool,
+    order_id: OrderId,
+    command: Command,
+    context: &Context,
+) -> Result<Executed, CommandError> {
+    for _ in 0..ATTEMPTS {
+        let mut tx = pool.begin().await?;
+        match execute_in(&mut tx, order_id, command.clone(), context).await {
+            Ok(executed) => {
+                tx.commit().await?;
+                return Ok(executed);
+            }
+            Err(CommandError::Conflict(_)) => {
+                tx.rollback().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CommandError::Contended)
+}
+
+fn new_event(event: &crate::domain::Event, metadata: &Metadata) -> NewEvent {
+    // Events serialise as {"type", "data"}; the store keeps the type in a column of its own.
+    let payload = match serde_json::to_value(event) {
+        Ok(serde_json::Value::Object(mut tagged)) => tagged.remove("data").unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    NewEvent {
+        event_type: event.event_type(),
+        schema_version: 1,
+        payload,
+        metadata: EventMetadata {
+            message_id: metadata.message_id,
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            traceparent: metadata.traceparent.clone(),
+        },
+    }
+}
+
+/// Reads an order: its stream folded. `None` for an unknown order.
+pub async fn load(
+    pool: &PgPool,
+    order_id: OrderId,
+) -> Result<Option<(Order, Vec<RecordedEvent>)>, CommandError> {
+    let stream = event_store::load(pool, order_id.0).await?;
+    Ok(view::fold(&stream)?.map(|order| (order, stream)))
+}

@@ -1,0 +1,174 @@
+//! An append-only event store in PostgreSQL, for any stream of JSON events.
+//!
+//! - `append` writes a batch of events at `expected_version + 1 …` inside the caller's
+//!   transaction; a clash on `(stream_id, version)` is a typed [`AppendError::Conflict`].
+//! - `load` returns one stream in version order.
+//! - `read_all` follows the whole store in a global order that never skips a late commit: rows
+//!   are ordered by `(transaction_id, global_position)` and only rows written by transactions
+//!   older than the oldest one still running are returned (transaction-id snapshot filtering).
+//!   The price is that one long transaction holds readers back until it ends.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// Metadata stored with every event, and copied into the messages it causes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    pub message_id: Uuid,
+    pub correlation_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: &'static str,
+    pub schema_version: i16,
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RecordedEvent {
+    pub stream_id: Uuid,
+    pub version: i32,
+    pub event_type: String,
+    pub schema_version: i16,
+    pub payload: serde_json::Value,
+    pub metadata: sqlx::types::Json<EventMetadata>,
+    pub recorded_at: DateTime<Utc>,
+    pub global_position: i64,
+    pub transaction_id: i64,
+}
+
+impl RecordedEvent {
+    /// Where a global reader continues after this event.
+    pub fn position(&self) -> Position {
+        Position {
+            transaction_id: self.transaction_id,
+            global_position: self.global_position,
+        }
+    }
+}
+
+/// A place in the global order of the store. `Position::START` is before every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Position {
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+impl Position {
+    pub const START: Position = Position {
+        transaction_id: 0,
+        global_position: 0,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} moved past version {expected_version}")]
+    Conflict {
+        stream_id: Uuid,
+        expected_version: u32,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Appends `events` at versions `expected_version + 1 ..` in the caller's transaction and
+/// returns them as recorded.
+pub async fn append(
+    conn: &mut PgConnection,
+    stream_id: Uuid,
+    expected_version: u32,
+    events: &[NewEvent],
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    let first = i64::from(expected_version) + 1;
+    let versions: Vec<i32> = (0..events.len() as i64)
+        .map(|i| i32::try_from(first + i).unwrap_or(i32::MAX))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let schema_versions: Vec<i16> = events.iter().map(|e| e.schema_version).collect();
+    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    let metadata: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(&e.metadata).unwrap_or_default())
+        .collect();
+
+    let result = sqlx::query_as(&format!(
+        "INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
+         SELECT $1, v, t, s, p, m
+         FROM UNNEST($2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[]) AS u(v, t, s, p, m)
+         ORDER BY v
+         RETURNING {COLUMNS}"
+    ))
+    .bind(stream_id)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&schema_versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_all(conn)
+    .await;
+
+    match result {
+        Ok(mut recorded) => {
+            // RETURNING makes no promise about row order.
+            recorded.sort_by_key(|e: &RecordedEvent| e.version);
+            Ok(recorded)
+        }
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("events_stream_version") => {
+            Err(AppendError::Conflict {
+                stream_id,
+                expected_version,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+const COLUMNS: &str = "stream_id, version, event_type, schema_version, payload, metadata, \
+                       recorded_at, global_position, transaction_id::text::int8 AS transaction_id";
+
+/// One stream, in version order; empty if the stream does not exist.
+pub async fn load(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+    ))
+    .bind(stream_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Up to `limit` events after `after`, in global order, from transactions that can no longer
+/// be joined by a late commit. Call again with the last event's [`RecordedEvent::position`].
+pub async fn read_all(
+    executor: impl PgExecutor<'_>,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE (transaction_id, global_position) > ($1::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY transaction_id, global_position
+         LIMIT $3"
+    ))
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

@@ -1,0 +1,394 @@
+//! `/api/orders`: requests are parsed into domain values at this edge (400 for malformed JSON or
+//! wrong types, 422 for values the domain refuses) and errors become problem documents here and
+//! nowhere else.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use platform::http::{FieldError, Json, Problem, Query};
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::commands::{self, CommandError, Context, Executed};
+use crate::domain::{
+    Command, CustomerId, DomainError, Line, OrderId, Price, ProductId, Quantity, ValueError,
+};
+use crate::idempotency;
+use crate::view::{EventView, OrderView};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/orders", post(place_order))
+        .route("/api/orders/{order_id}", get(get_order))
+        .route("/api/orders/{order_id}/events", get(get_events))
+        .route("/api/orders/{order_id}/items", post(add_item))
+        .route(
+            "/api/orders/{order_id}/items/{product_id}",
+            delete(remove_item),
+        )
+        .with_state(state)
+}
+
+// --- requests -------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    pub customer_id: String,
+    pub items: Vec<ItemRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemRequest {
+    pub product_id: i64,
+    pub quantity: i64,
+    pub unit_price: PriceInput,
+}
+
+/// Prices travel as decimal strings (`"12.50"`); a JSON number is read from its text, so
+/// `12.345` is refused for its precision rather than rounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PriceInput {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl PriceInput {
+    fn parse(&self) -> Result<Price, ValueError> {
+        match self {
+            PriceInput::Text(text) => Price::parse(text),
+            PriceInput::Number(number) => Price::parse(&number.to_string()),
+        }
+    }
+}
+
+impl ItemRequest {
+    fn parse(&self, at: &str, errors: &mut Vec<FieldError>) -> Option<Line> {
+        let product_id = field(
+            ProductId::parse(self.product_id),
+            &format!("{at}productId"),
+            errors,
+        );
+        let quantity = field(
+            Quantity::parse(self.quantity),
+            &format!("{at}quantity"),
+            errors,
+        );
+        let unit_price = field(self.unit_price.parse(), &format!("{at}unitPrice"), errors);
+        Some(Line {
+            product_id: product_id?,
+            quantity: quantity?,
+            unit_price: unit_price?,
+        })
+    }
+}
+
+fn field<T>(result: Result<T, ValueError>, name: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+    result
+        .map_err(|e| {
+            errors.push(FieldError {
+                field: name.to_owned(),
+                message: e.to_string(),
+            })
+        })
+        .ok()
+}
+
+fn invalid(errors: Vec<FieldError>) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-order",
+        "The request breaks a rule of the order",
+    )
+    .errors(errors)
+}
+
+impl PlaceOrderRequest {
+    fn parse(&self) -> Result<(CustomerId, Vec<Line>), Problem> {
+        let mut errors = Vec::new();
+        let customer = Uuid::parse_str(&self.customer_id)
+            .map(CustomerId)
+            .map_err(|_| {
+                errors.push(FieldError {
+                    field: "customerId".into(),
+                    message: "customerId must be a UUID".into(),
+                })
+            })
+            .ok();
+        if self.items.is_empty() {
+            return Err(domain_problem(DomainError::EmptyOrder));
+        }
+        if self.items.len() > crate::domain::MAX_LINES {
+            return Err(domain_problem(DomainError::TooManyLines));
+        }
+        let lines: Vec<Option<Line>> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| item.parse(&format!("items[{i}]."), &mut errors))
+            .collect();
+        match (customer, lines.into_iter().collect::<Option<Vec<_>>>()) {
+            (Some(customer), Some(lines)) if errors.is_empty() => Ok((customer, lines)),
+            _ => Err(invalid(errors)),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveQuery {
+    pub quantity: Option<i64>,
+}
+
+// --- handlers -------------------------------------------------------------------------------
+
+async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<PlaceOrderRequest>,
+) -> Result<Response, Problem> {
+    let (customer_id, lines) = request.parse()?;
+    let key = idempotency_key(&headers)?;
+    let order_id = OrderId(Uuid::now_v7());
+    let context = Context::external(order_id, traceparent(&headers));
+    let command = Command::Place { customer_id, lines };
+
+    let executed = match key {
+        None => commands::execute(&state.pool, order_id, command, &context).await,
+        Some(key) => idempotency::place_once(&state.pool, key, order_id, command, &context).await,
+    };
+    let executed = executed.map_err(command_problem)?;
+    let view = order_view(&executed)?;
+    let location = format!("/api/orders/{}", view.order_id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    )
+        .into_response())
+}
+
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    match commands::load(&state.pool, order_id)
+        .await
+        .map_err(command_problem)?
+    {
+        Some((order, stream)) => OrderView::of(&order, &stream)
+            .map(axum::Json)
+            .ok_or_else(order_not_found),
+        None => Err(order_not_found()),
+    }
+}
+
+async fn get_events(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<axum::Json<Vec<EventView>>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    let stream = crate::event_store::load(&state.pool, order_id.0)
+        .await
+        .map_err(|e| command_problem(e.into()))?;
+    if stream.is_empty() {
+        return Err(order_not_found());
+    }
+    Ok(axum::Json(stream.iter().map(EventView::from).collect()))
+}
+
+async fn add_item(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    headers: HeaderMap,
+    Json(item): Json<ItemRequest>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    let mut errors = Vec::new();
+    let line = item.parse("", &mut errors).ok_or_else(|| invalid(errors))?;
+    let context = Context::external(order_id, traceparent(&headers));
+    let executed = commands::execute(&state.pool, order_id, Command::AddItem(line), &context)
+        .await
+        .map_err(command_problem)?;
+    order_view(&executed).map(axum::Json)
+}
+
+async fn remove_item(
+    State(state): State<AppState>,
+    Path((order_id, product_id)): Path<(String, String)>,
+    Query(query): Query<RemoveQuery>,
+    headers: HeaderMap,
+) -> Result<axum::Json<OrderView>, Problem> {
+    let order_id = parse_order_id(&order_id)?;
+    let product_id: i64 = product_id
+        .parse()
+        .map_err(|_| Problem::bad_request("productId must be an integer"))?;
+    let mut errors = Vec::new();
+    let product_id = field(ProductId::parse(product_id), "productId", &mut errors);
+    // Without `quantity`, every unit of the product is removed.
+    let quantity = match query.quantity {
+        Some(q) => field(Quantity::parse(q), "quantity", &mut errors),
+        None => None,
+    };
+    let product_id = product_id.ok_or_else(|| invalid(errors.clone()))?;
+    if !errors.is_empty() {
+        return Err(invalid(errors));
+    }
+    let context = Context::external(order_id, traceparent(&headers));
+    let quantity = match quantity {
+        Some(q) => q,
+        None => {
+            let (order, _) = commands::load(&state.pool, order_id)
+                .await
+                .map_err(command_problem)?
+                .ok_or_else(order_not_found)?;
+            Quantity::parse(i64::from(order.held(product_id))).map_err(|_| {
+                domain_problem(DomainError::NotEnoughToRemove {
+                    product: product_id.get(),
+                    held: 0,
+                    requested: 1,
+                })
+            })?
+        }
+    };
+    let executed = commands::execute(
+        &state.pool,
+        order_id,
+        Command::RemoveItem {
+            product_id,
+            quantity,
+        },
+        &context,
+    )
+    .await
+    .map_err(command_problem)?;
+    order_view(&executed).map(axum::Json)
+}
+
+// --- helpers --------------------------------------------------------------------------------
+
+fn order_view(executed: &Executed) -> Result<OrderView, Problem> {
+    OrderView::of(&executed.order, &executed.stream).ok_or_else(order_not_found)
+}
+
+/// A path segment that is not a UUID names no order: 404, like an unknown UUID.
+fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
+    Uuid::parse_str(raw)
+        .map(OrderId)
+        .map_err(|_| order_not_found())
+}
+
+fn order_not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Ok(Some(key.to_owned())),
+        _ => Err(Problem::bad_request(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        ))),
+    }
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn domain_problem(error: DomainError) -> Problem {
+    let detail = error.to_string();
+    let problem = match error {
+        DomainError::EmptyOrder => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty-order",
+            "An order needs at least one line",
+        ),
+        DomainError::TooManyLines => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-lines",
+            "The order has too many lines",
+        ),
+        DomainError::QuantityTooLarge => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity-too-large",
+            "A line would hold too many units",
+        ),
+        DomainError::AlreadyPlaced => Problem::new(
+            StatusCode::CONFLICT,
+            "order-exists",
+            "The order already exists",
+        ),
+        DomainError::NotPlaced => order_not_found(),
+        DomainError::NotPending(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "order-not-pending",
+            "The order is no longer pending",
+        ),
+        DomainError::ChangesClosed => Problem::new(
+            StatusCode::CONFLICT,
+            "order-changes-closed",
+            "The order's lines are final: payment was already requested",
+        ),
+        DomainError::NotEnoughToRemove { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "not-enough-to-remove",
+            "The order holds fewer units of the product than asked to remove",
+        ),
+        DomainError::WouldBeEmpty => Problem::new(
+            StatusCode::CONFLICT,
+            "order-would-be-empty",
+            "Removing every unit would leave the order empty",
+        ),
+    };
+    problem.detail(detail)
+}
+
+/// The one place a command error becomes an HTTP response.
+fn command_problem(error: CommandError) -> Problem {
+    match error {
+        CommandError::Domain(e) => domain_problem(e),
+        CommandError::Contended | CommandError::Conflict(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "concurrent-modification",
+            "The order was changed concurrently; retry",
+        ),
+        CommandError::KeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "The Idempotency-Key was already used for a different request",
+        ),
+        CommandError::Database(e) if is_unavailable(&e) => {
+            tracing::warn!(error = %e, "database unavailable");
+            Problem::unavailable("the order store is unavailable")
+        }
+        e => {
+            tracing::error!(error = ?e, "command failed");
+            Problem::internal()
+        }
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the order service against the real PostgreSQL (`./dev test` starts it).
+//! Each test gets a fresh database and its own service instance on a random port.
+
+// Test helpers may unwrap: a failure is the test failing, with its message.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod commands;
+mod event_store;
+mod helpers;
+mod orders;

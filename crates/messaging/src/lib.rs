@@ -1,12 +1,25 @@
 //! Reliable messaging between the services, shared by all of them:
 //!
 //! - [`outbox`]: write the messages a state change causes in the same transaction as the change;
-//! - `relay`: publish committed outbox rows to Kafka, marking a row only after the broker
-//!   acknowledged it;
-//! - `consumer`: apply each message exactly once (an inbox row in the handler's transaction),
+//! - [`relay`]: publish committed outbox rows to Kafka, marking a row only after the broker
+//!   acknowledged it (at least once, per-key order, one active relay per outbox);
+//! - [`consumer`]: apply each message exactly once (an inbox row in the handler's transaction),
 //!   committing the Kafka offset only after that transaction committed.
+//!
+//! Together: a message exists only if its state change committed, is published at least once,
+//! and is applied by each consumer exactly once ("effectively once", SYSTEM.md I7).
 
+mod backoff;
+pub mod consumer;
 pub mod outbox;
+pub mod relay;
+pub mod service;
+pub mod topics;
+
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError, IncomingMessage,
+};
+pub use relay::{BatchReport, Relay, RelayConfig, RelayError};
 
 use sqlx::migrate::Migrator;
 

@@ -6,6 +6,8 @@ pub mod http;
 pub mod postgres;
 pub mod settings;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 pub use settings::Settings;
+pub use supervise::run_until_stopped;

@@ -14,6 +14,14 @@ pub struct Settings {
     pub mongodb: MongoSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
+    pub payment: PaymentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PaymentSettings {
+    /// Credit of a customer the payment service sees for the first time.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub starting_credit: rust_decimal::Decimal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +37,10 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Prepended to every topic name, so several systems (or tests) can share one cluster.
     pub topic_prefix: String,
+    /// Partitions of the topics the services create. Orders spread over them by key.
+    pub partitions: i32,
+    /// Replication factor of created topics (1 on a single local broker).
+    pub replication: i32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +84,8 @@ max_connections = 16
 [kafka]
 brokers = "127.0.0.1:9092"
 topic_prefix = ""
+partitions = 6
+replication = 1
 
 [redis]
 url = "redis://127.0.0.1:6379"
@@ -93,6 +107,9 @@ body_limit = 65536
 [telemetry]
 log_filter = "info"
 json_logs = false
+
+[payment]
+starting_credit = "10000.00"
 "#;
 
 impl Settings {

@@ -17,6 +17,14 @@ pub fn settings() -> Settings {
     Settings::load().expect("settings load from defaults and SHOP_* variables")
 }
 
+/// Settings with a topic prefix of their own, so a test's services neither see nor feed the
+/// topics and consumer groups of other tests or of a running local stack.
+pub fn isolated_settings() -> Settings {
+    let mut settings = settings();
+    settings.kafka.topic_prefix = format!("{}.", unique("test"));
+    settings
+}
+
 /// A short random suffix for database, topic, group and key names.
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();

@@ -1,0 +1,767 @@
+//! The idempotent consumer loop: Kafka → handler → PostgreSQL, effectively once.
+//!
+//! # Delivery guarantee
+//!
+//! Kafka delivers at least once (the relay may publish a row twice, a consumer may crash before
+//! its offset is committed, a topic may be replayed). Each message is applied **exactly once**
+//! anyway: the handler's effects, the outbox rows it writes and an inbox row
+//! `(consumer, message_id)` commit in **one PostgreSQL transaction**, and a message whose inbox
+//! row exists is skipped (and counted as a duplicate). The Kafka offset is stored only after that
+//! transaction committed, so a crash loses no message; at worst it redelivers some, which the
+//! inbox absorbs. The inbox insert is `ON CONFLICT DO NOTHING`: if two instances race on one
+//! message during a rebalance, the second waits for the first's transaction and then skips.
+//!
+//! Offsets are stored with `rd_kafka_offset_store` after each committed transaction and
+//! committed by librdkafka's auto-commit every second, on rebalance, and synchronously when the
+//! loop shuts down. Only offsets of committed work are ever stored, so auto-commit never
+//! commits past unprocessed messages.
+//!
+//! # Throughput and order
+//!
+//! One task per assigned partition processes its messages in offset order, so per-key order
+//! (keys are order ids, one key lives on one partition) is kept; partitions run concurrently.
+//! A task takes whatever piled up for its partition (up to [`ConsumerConfig::max_batch`]) and
+//! applies it in **one transaction** with one multi-row inbox insert: at low load that is a
+//! batch of one (lowest latency), under load it amortises the commit over many messages. If that
+//! transaction fails because a handler failed, the batch is rolled back and replayed one message
+//! per transaction, so a poison message is isolated and the rest commit.
+//!
+//! # Failures
+//!
+//! - [`HandlerError::Transient`] (and any database error around the handler): the transaction is
+//!   rolled back and the message retried with capped exponential backoff, indefinitely; its
+//!   offset is not stored, so it is not lost even if the process stops meanwhile. The partition
+//!   waits (order is kept); other partitions go on.
+//! - [`HandlerError::Permanent`], missing or invalid headers, no payload: the message is *poison*.
+//!   It is published to `{prefix}shop.dead-letters` with its original key, payload and headers
+//!   plus `dead-letter-reason`, `dead-letter-consumer` and `dead-letter-origin`; only after the
+//!   broker acknowledged that is its offset stored, and the consumer goes on.
+//!
+//! The dead-letter queue is **not sequenced**: later messages of the same key are processed
+//! even though an earlier one was parked. Holding them back would stall an order forever behind
+//! one bad message. It is acceptable because the saga's handlers are idempotent and guarded by
+//! the order's `revision`: a handler applies a message only if it is newer than what it already
+//! applied, so a later message never depends on the parked one having been applied first, and a
+//! parked message that is fixed and republished later is either applied (still relevant) or
+//! ignored as stale — it can never roll state back. Dead letters are at least once (a crash
+//! between the dead-letter publish and the offset commit parks the message again), and a parked
+//! message gets no inbox row, so republishing a fixed version is possible.
+//!
+//! The consumer publishes to Kafka itself only for dead letters: those are an operational
+//! record, not a fact of the domain, and a poison payload may not even be valid JSON, so they do
+//! not belong in the outbox.
+//!
+//! # Names
+//!
+//! The consumer's *name* is logical (e.g. `stock`): it is what the inbox records, so the inbox
+//! stays valid whatever the deployment's topic prefix. The Kafka group id is `{prefix}{name}`,
+//! like the topics, so several copies of the system (or tests) can share one cluster without
+//! sharing consumer groups.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use contracts::DecodeError;
+use contracts::headers as h;
+use platform::settings::KafkaSettings;
+use platform::shutdown::Shutdown;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::outbox::Metadata;
+
+/// A message as a handler sees it: routing, contract name and version, payload and metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingMessage {
+    /// The logical topic (without the deployment's prefix), e.g. `shop.orders`.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record key: an order id in this system.
+    pub key: Option<String>,
+    pub message_type: String,
+    pub schema_version: u16,
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+}
+
+impl IncomingMessage {
+    /// Decodes the payload with a topic's `decode` (e.g. `OrderMessage::decode`). A payload that
+    /// does not decode is permanent: retrying cannot fix it.
+    pub fn decode<T>(
+        &self,
+        decode: impl FnOnce(&str, u16, &[u8]) -> Result<T, DecodeError>,
+    ) -> Result<T, HandlerError> {
+        decode(&self.message_type, self.schema_version, &self.payload)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))
+    }
+}
+
+/// Why a handler did not apply a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Might succeed later (database down, serialisation failure): retried with backoff.
+    #[error("transient: {0}")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Will never succeed (unknown type, invalid content): dead-lettered with this reason.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Database errors are treated as transient: a handler that knows better says `Permanent`.
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(Box::new(e))
+    }
+}
+
+/// Applies one message inside the consumer's transaction.
+///
+/// `conn` is that transaction: everything the handler writes through it (state, outbox rows)
+/// commits together with the inbox row, or not at all. A handler must not commit, and must not
+/// assume it runs once per message: a rolled-back batch replays its messages one by one.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        message: &'a IncomingMessage,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+/// In-process counters of one consumer, mirrored by the `messages_*_total{consumer}` metrics.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    processed: AtomicU64,
+    duplicates: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// Messages applied (their inbox row committed).
+    pub fn processed(&self) -> u64 {
+        self.processed.load(Ordering::Relaxed)
+    }
+    /// Messages skipped because their inbox row already existed.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+    /// Attempts that failed transiently and were retried.
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+    /// Messages parked in the dead-letter topic.
+    pub fn dead_lettered(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+}
+
+/// What a consumer reads and how.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Logical consumer name: the inbox's `consumer` column; the group id is `{prefix}{name}`.
+    pub name: String,
+    /// Logical topic names, e.g. [`contracts::topics::ORDERS`].
+    pub topics: Vec<String>,
+    /// Most messages of one partition applied in one transaction.
+    pub max_batch: usize,
+    /// First and largest delay between retries of a transient failure.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: impl Into<String>, topics: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            max_batch: 256,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("creating the Kafka client: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("a partition worker of consumer {0} panicked")]
+    WorkerPanicked(String),
+}
+
+/// A consumer group member running a [`Handler`]. Build with [`Consumer::new`], then
+/// [`Consumer::run`] until shutdown.
+pub struct Consumer<H: Handler> {
+    kafka: Arc<StreamConsumer>,
+    shared: Arc<Shared<H>>,
+}
+
+struct Shared<H> {
+    pool: PgPool,
+    handler: H,
+    config: ConsumerConfig,
+    topic_prefix: String,
+    dead_letter_topic: String,
+    producer: FutureProducer,
+    stats: Arc<ConsumerStats>,
+}
+
+/// A received record, copied out of librdkafka so a partition task can own it.
+struct Envelope {
+    kafka_topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    /// The message, or why it is poison before any handler sees it.
+    parsed: Result<IncomingMessage, String>,
+}
+
+/// The loop is stopping; the current message was rolled back and its offset not stored.
+struct Stopped;
+
+impl<H: Handler> Consumer<H> {
+    /// Joins the group `{prefix}{config.name}` and subscribes to the configured topics. A new
+    /// group starts from the earliest offset: a service that starts late must still see every
+    /// message.
+    pub fn new(
+        kafka: &KafkaSettings,
+        pool: PgPool,
+        config: ConsumerConfig,
+        handler: H,
+    ) -> Result<Self, ConsumerError> {
+        let group = format!("{}{}", kafka.topic_prefix, config.name);
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by hand, after the transaction committed.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create()?;
+        let topics: Vec<String> = config
+            .topics
+            .iter()
+            .map(|t| format!("{}{t}", kafka.topic_prefix))
+            .collect();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .create()?;
+        Ok(Self {
+            kafka: Arc::new(consumer),
+            shared: Arc::new(Shared {
+                pool,
+                handler,
+                config,
+                topic_prefix: kafka.topic_prefix.clone(),
+                dead_letter_topic: format!(
+                    "{}{}",
+                    kafka.topic_prefix,
+                    contracts::topics::DEAD_LETTERS
+                ),
+                producer,
+                stats: Arc::default(),
+            }),
+        })
+    }
+
+    /// The live counters of this consumer.
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Consumes until shutdown. Then every partition task finishes the transaction it is in (a
+    /// message stuck in transient retries is rolled back instead), the offsets of everything
+    /// committed are committed to Kafka synchronously, and the consumer leaves its group.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ConsumerError> {
+        let mut partitions: HashMap<(String, i32), mpsc::Sender<Envelope>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut panicked = false;
+        let queue_depth = self.shared.config.max_batch * 2;
+        loop {
+            let received = tokio::select! {
+                () = shutdown.requested() => break,
+                received = self.kafka.recv() => received,
+            };
+            let envelope = match received {
+                Ok(message) => Envelope::new(&message, &self.shared.topic_prefix),
+                Err(e) => {
+                    // Broker and transport errors are reported here while librdkafka recovers
+                    // on its own; nothing to undo.
+                    tracing::warn!(consumer = %self.shared.config.name, error = %e, "Kafka consumer error");
+                    continue;
+                }
+            };
+            let sender = partitions
+                .entry((envelope.kafka_topic.clone(), envelope.partition))
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(queue_depth);
+                    tasks.spawn(partition_task(
+                        self.shared.clone(),
+                        self.kafka.clone(),
+                        rx,
+                        shutdown.clone(),
+                    ));
+                    tx
+                });
+            let sent = tokio::select! {
+                sent = sender.send(envelope) => sent,
+                () = shutdown.requested() => break,
+            };
+            if sent.is_err() {
+                panicked = true;
+                break;
+            }
+        }
+        drop(partitions);
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(consumer = %self.shared.config.name, error = %e, "partition task failed");
+                panicked = true;
+            }
+        }
+        match self.kafka.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                // Not fatal: the inbox absorbs what is redelivered from the older offset.
+                tracing::warn!(consumer = %self.shared.config.name, error = %e, "final offset commit failed");
+            }
+        }
+        if panicked {
+            return Err(ConsumerError::WorkerPanicked(
+                self.shared.config.name.clone(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Applies one partition's messages in order, in micro-batches, until the channel closes or
+/// shutdown is requested.
+async fn partition_task<H: Handler>(
+    shared: Arc<Shared<H>>,
+    kafka: Arc<StreamConsumer>,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut shutdown: Shutdown,
+) {
+    let max = shared.config.max_batch.max(1);
+    let mut batch = Vec::with_capacity(max);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shutdown.requested() => return,
+            first = rx.recv() => match first {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let outcome = shared.process(&batch, &kafka, &mut shutdown).await;
+        batch.clear();
+        if outcome.is_err() {
+            return;
+        }
+    }
+}
+
+impl<H: Handler> Shared<H> {
+    async fn process(
+        &self,
+        batch: &[Envelope],
+        kafka: &StreamConsumer,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Stopped> {
+        if batch.len() > 1 {
+            match self.apply_batch(batch).await {
+                Ok(poison) => {
+                    for (envelope, reason) in poison {
+                        self.dead_letter(envelope, &reason, shutdown).await?;
+                    }
+                    if let Some(last) = batch.last() {
+                        store_offset(kafka, last);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(consumer = %self.config.name, error = %e, size = batch.len(),
+                        "batch rolled back; applying its messages one by one");
+                }
+            }
+        }
+        for envelope in batch {
+            self.process_one(envelope, shutdown).await?;
+            store_offset(kafka, envelope);
+        }
+        Ok(())
+    }
+
+    /// Applies a whole batch in one transaction. Returns the poison messages to dead-letter
+    /// (invalid before any handler ran); any handler or database error rolls everything back.
+    async fn apply_batch<'b>(
+        &self,
+        batch: &'b [Envelope],
+    ) -> Result<Vec<(&'b Envelope, String)>, HandlerError> {
+        let ids: Vec<Uuid> = batch
+            .iter()
+            .filter_map(|e| e.parsed.as_ref().ok())
+            .map(|m| m.metadata.message_id)
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[])
+             ON CONFLICT DO NOTHING RETURNING message_id",
+        )
+        .bind(&self.config.name)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut poison = Vec::new();
+        let (mut processed, mut duplicates) = (0, 0);
+        for envelope in batch {
+            match &envelope.parsed {
+                Err(reason) => poison.push((envelope, reason.clone())),
+                // `remove`: a message twice in one batch is applied only the first time.
+                Ok(message) if fresh.remove(&message.metadata.message_id) => {
+                    self.handler.handle(&mut tx, message).await?;
+                    processed += 1;
+                }
+                Ok(_) => duplicates += 1,
+            }
+        }
+        tx.commit().await?;
+        self.count_processed(processed);
+        self.count_duplicates(duplicates);
+        Ok(poison)
+    }
+
+    /// Applies one message in its own transaction, retrying transient failures and parking a
+    /// poison message. Returns only once the message is settled, or when stopping.
+    async fn process_one(
+        &self,
+        envelope: &Envelope,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Stopped> {
+        let message = match &envelope.parsed {
+            Ok(message) => message,
+            Err(reason) => return self.dead_letter(envelope, reason, shutdown).await,
+        };
+        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
+        loop {
+            match self.apply_one(message).await {
+                Ok(true) => {
+                    self.count_processed(1);
+                    return Ok(());
+                }
+                Ok(false) => {
+                    self.count_duplicates(1);
+                    return Ok(());
+                }
+                Err(HandlerError::Permanent(reason)) => {
+                    return self.dead_letter(envelope, &reason, shutdown).await;
+                }
+                Err(HandlerError::Transient(e)) => {
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("messages_retried_total", "consumer" => self.config.name.clone())
+                        .increment(1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(consumer = %self.config.name, message_id = %message.metadata.message_id,
+                        error = %e, ?delay, "transient failure; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.requested() => return Err(Stopped),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Ok(false)`: already applied (its inbox row exists).
+    async fn apply_one(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.name)
+        .bind(message.metadata.message_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        self.handler.handle(&mut tx, message).await?;
+        // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Publishes a poison message to the dead-letter topic and waits for the acknowledgement,
+    /// retrying while Kafka is unavailable.
+    async fn dead_letter(
+        &self,
+        envelope: &Envelope,
+        reason: &str,
+        shutdown: &mut Shutdown,
+    ) -> Result<(), Stopped> {
+        let origin = format!(
+            "{}/{}/{}",
+            envelope.kafka_topic, envelope.partition, envelope.offset
+        );
+        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
+            for (key, value) in &envelope.headers {
+                headers = headers.insert(Header {
+                    key: key.as_str(),
+                    value: value.as_deref(),
+                });
+            }
+            let headers = headers
+                .insert(text_header(h::DEAD_LETTER_REASON, reason))
+                .insert(text_header(h::DEAD_LETTER_CONSUMER, &self.config.name))
+                .insert(text_header(h::DEAD_LETTER_ORIGIN, &origin));
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.dead_letter_topic).headers(headers);
+            if let Some(key) = &envelope.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &envelope.payload {
+                record = record.payload(payload.as_slice());
+            }
+            let error = match self.producer.send_result(record) {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => {
+                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("messages_dead_lettered_total", "consumer" => self.config.name.clone())
+                            .increment(1);
+                        tracing::warn!(consumer = %self.config.name, %origin, %reason,
+                            "message parked in the dead-letter topic");
+                        return Ok(());
+                    }
+                    Ok(Err((e, _))) => e,
+                    Err(_) => KafkaError::Canceled,
+                },
+                Err((e, _)) => e,
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(consumer = %self.config.name, %origin, error = %error, ?delay,
+                "dead-letter publish failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.requested() => return Err(Stopped),
+            }
+        }
+    }
+
+    fn count_processed(&self, n: u64) {
+        if n > 0 {
+            self.stats.processed.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("messages_processed_total", "consumer" => self.config.name.clone())
+                .increment(n);
+        }
+    }
+
+    fn count_duplicates(&self, n: u64) {
+        if n > 0 {
+            self.stats.duplicates.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("messages_duplicate_total", "consumer" => self.config.name.clone())
+                .increment(n);
+        }
+    }
+}
+
+/// Marks everything up to `envelope` as done for the next offset commit. Fails only when the
+/// partition was revoked meanwhile; its new owner redelivers and the inbox skips the work.
+fn store_offset(kafka: &StreamConsumer, envelope: &Envelope) {
+    // librdkafka stores `offset + 1`, the next offset to read.
+    if let Err(e) = kafka.store_offset(&envelope.kafka_topic, envelope.partition, envelope.offset) {
+        tracing::debug!(topic = %envelope.kafka_topic, partition = envelope.partition, error = %e,
+            "offset not stored (partition revoked?)");
+    }
+}
+
+fn text_header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
+    Header {
+        key,
+        value: Some(value.as_bytes()),
+    }
+}
+
+impl Envelope {
+    fn new(message: &BorrowedMessage<'_>, topic_prefix: &str) -> Self {
+        let headers: Vec<(String, Option<Vec<u8>>)> = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|hd| (hd.key.to_owned(), hd.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kafka_topic = message.topic().to_owned();
+        let key = message.key().map(<[u8]>::to_vec);
+        let payload = message.payload().map(<[u8]>::to_vec);
+        let parsed = parse(
+            kafka_topic
+                .strip_prefix(topic_prefix)
+                .unwrap_or(&kafka_topic),
+            message.partition(),
+            message.offset(),
+            key.as_deref(),
+            payload.as_deref(),
+            &headers,
+        );
+        Self {
+            kafka_topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key,
+            payload,
+            headers,
+            parsed,
+        }
+    }
+}
+
+fn parse(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: &[(String, Option<Vec<u8>>)],
+) -> Result<IncomingMessage, String> {
+    let metadata = Metadata {
+        message_id: parse_header(headers, h::MESSAGE_ID, Uuid::parse_str)?,
+        correlation_id: parse_header(headers, h::CORRELATION_ID, Uuid::parse_str)?,
+        causation_id: optional_header(headers, h::CAUSATION_ID, Uuid::parse_str)?,
+        traceparent: optional_header(headers, h::TRACEPARENT, |s| {
+            Ok::<_, std::convert::Infallible>(s.to_owned())
+        })?,
+        occurred_at: parse_header(headers, h::OCCURRED_AT, |s| {
+            DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc))
+        })?,
+    };
+    let key = key
+        .map(|k| String::from_utf8(k.to_vec()).map_err(|_| "record key is not UTF-8".to_owned()))
+        .transpose()?;
+    Ok(IncomingMessage {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        key,
+        message_type: parse_header(headers, h::MESSAGE_TYPE, |s| {
+            Ok::<_, std::convert::Infallible>(s.to_owned())
+        })?,
+        schema_version: parse_header(headers, h::SCHEMA_VERSION, str::parse::<u16>)?,
+        payload: payload.ok_or("record has no payload")?.to_vec(),
+        metadata,
+    })
+}
+
+fn parse_header<T, E: std::fmt::Display>(
+    headers: &[(String, Option<Vec<u8>>)],
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, String> {
+    optional_header(headers, name, parse)?.ok_or_else(|| format!("missing header {name}"))
+}
+
+fn optional_header<T, E: std::fmt::Display>(
+    headers: &[(String, Option<Vec<u8>>)],
+    name: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, String> {
+    // The last occurrence wins, as in Kafka's own header lookup.
+    let Some((_, Some(value))) = headers.iter().rev().find(|(k, _)| k == name) else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(value).map_err(|_| format!("header {name} is not UTF-8"))?;
+    parse(text)
+        .map(Some)
+        .map_err(|e| format!("invalid header {name} {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Option<Vec<u8>>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Some(v.as_bytes().to_vec())))
+            .collect()
+    }
+
+    fn valid() -> Vec<(&'static str, String)> {
+        vec![
+            (h::MESSAGE_ID, Uuid::now_v7().to_string()),
+            (h::MESSAGE_TYPE, "OrderPlaced".to_owned()),
+            (h::SCHEMA_VERSION, "1".to_owned()),
+            (h::CORRELATION_ID, Uuid::now_v7().to_string()),
+            (h::OCCURRED_AT, "2024-05-01T10:00:00+00:00".to_owned()),
+        ]
+    }
+
+    #[test]
+    fn parses_the_relay_headers() {
+        let pairs = valid();
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let m = parse(
+            "shop.orders",
+            2,
+            7,
+            Some(b"k"),
+            Some(b"{}"),
+            &headers(&refs),
+        )
+        .expect("valid headers parse");
+        assert_eq!(m.message_type, "OrderPlaced");
+        assert_eq!(m.schema_version, 1);
+        assert_eq!(m.key.as_deref(), Some("k"));
+        assert_eq!(m.metadata.causation_id, None);
+    }
+
+    #[test]
+    fn missing_or_invalid_headers_are_poison() {
+        let pairs = valid();
+        let without_id: Vec<(&str, &str)> =
+            pairs[1..].iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let err = parse("t", 0, 0, None, Some(b"{}"), &headers(&without_id)).expect_err("no id");
+        assert_eq!(err, "missing header message-id");
+
+        let mut bad: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        bad.push((h::SCHEMA_VERSION, "one"));
+        let err = parse("t", 0, 0, None, Some(b"{}"), &headers(&bad)).expect_err("bad version");
+        assert!(err.starts_with("invalid header schema-version"), "{err}");
+    }
+}

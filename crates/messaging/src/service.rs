@@ -1,0 +1,101 @@
+//! A service process of this system: its HTTP routes, the relay of its outbox and its consumer,
+//! run side by side until shutdown (see `platform::run_until_stopped`).
+
+use anyhow::Context;
+use platform::Settings;
+use platform::http::Server;
+use platform::shutdown::Shutdown;
+use platform::supervise::Part;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::consumer::{Consumer, ConsumerConfig, ConsumerStats, Handler};
+use crate::relay::{Relay, RelayConfig};
+
+/// What makes one service: its database, migrations, routes, and what it consumes.
+pub struct Definition<H: Handler> {
+    pub database: String,
+    pub migrations: &'static Migrator,
+    pub port: u16,
+    pub routes: fn(PgPool) -> axum::Router,
+    pub consumer: ConsumerConfig,
+    pub handler: H,
+}
+
+pub struct Service<H: Handler> {
+    pub pool: PgPool,
+    server: Server,
+    relay: Relay,
+    consumer: Consumer<H>,
+}
+
+impl<H: Handler> Service<H> {
+    /// Connects (creating the database if needed), migrates, binds the port and joins the
+    /// consumer group. Nothing runs until [`Service::run`].
+    pub async fn build(settings: &Settings, definition: Definition<H>) -> anyhow::Result<Self> {
+        let database = &definition.database;
+        let pool = platform::postgres::connect(&settings.postgres, database)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL database {database}"))?;
+        crate::migrator(definition.migrations)
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating {database}"))?;
+        crate::topics::ensure(&settings.kafka, &crate::topics::ALL)
+            .await
+            .context("creating the Kafka topics")?;
+        let server = Server::bind(
+            &settings.http,
+            definition.port,
+            (definition.routes)(pool.clone()),
+        )
+        .await?;
+        let relay = Relay::new(&settings.kafka, pool.clone(), RelayConfig::default())?;
+        let consumer = Consumer::new(
+            &settings.kafka,
+            pool.clone(),
+            definition.consumer,
+            definition.handler,
+        )?;
+        Ok(Self {
+            pool,
+            server,
+            relay,
+            consumer,
+        })
+    }
+
+    pub fn address(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.server.address()
+    }
+
+    pub fn consumer_stats(&self) -> std::sync::Arc<ConsumerStats> {
+        self.consumer.stats()
+    }
+
+    /// Serves, relays and consumes until shutdown; a part that fails stops the others.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Self {
+            server,
+            relay,
+            consumer,
+            ..
+        } = self;
+        platform::run_until_stopped(shutdown, |stop| {
+            let http: Part = Box::pin({
+                let stop = stop.clone();
+                async move { Ok(server.run(stop).await?) }
+            });
+            let relay: Part = Box::pin({
+                let stop = stop.clone();
+                async move {
+                    relay.run(stop).await;
+                    Ok(())
+                }
+            });
+            let consumer: Part = Box::pin(async move { Ok(consumer.run(stop).await?) });
+            vec![("http", http), ("relay", relay), ("consumer", consumer)]
+        })
+        .await
+    }
+}

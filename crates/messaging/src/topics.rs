@@ -1,0 +1,60 @@
+//! Creating the system's topics before anything uses them. A consumer subscribed to a topic that
+//! does not exist yet would only notice it at its next metadata refresh, and a broker's
+//! auto-created topics get whatever partition count it defaults to.
+
+use std::time::Duration;
+
+use platform::settings::KafkaSettings;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Every topic of the system, by logical name.
+pub const ALL: [&str; 4] = [
+    contracts::topics::ORDERS,
+    contracts::topics::STOCK,
+    contracts::topics::PAYMENTS,
+    contracts::topics::DEAD_LETTERS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("Kafka admin request failed: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Creates the `{prefix}{name}` topics that do not exist yet; existing ones are left alone.
+pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()?;
+    let full: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}{n}", kafka.topic_prefix))
+        .collect();
+    let new: Vec<NewTopic<'_>> = full
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                kafka.partitions,
+                TopicReplication::Fixed(kafka.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(TopicError::Create { topic, code }),
+        }
+    }
+    Ok(())
+}

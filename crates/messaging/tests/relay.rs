@@ -1,0 +1,213 @@
+//! The relay publishes committed outbox rows, and only those, with their metadata as headers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, commit, drain, message, read_topic};
+use contracts::headers as h;
+use messaging::outbox;
+use messaging::{Relay, RelayConfig};
+use test_support::unique;
+
+#[tokio::test]
+async fn a_committed_message_is_delivered_and_a_rolled_back_one_never_is() {
+    let world = World::new().await;
+    let consumer = world.start_consumer(&unique("c"));
+    let mut relay = Relay::new(
+        &world.settings.kafka,
+        world.pool().clone(),
+        RelayConfig::default(),
+    )
+    .unwrap();
+
+    // One key, so all three share a partition and the last one's effect proves the consumer got
+    // past the position where the rolled-back one would have been.
+    let first = commit(world.pool(), &[message("order-1", 1)]).await;
+    let rolled_back = message("order-1", 2);
+    let mut tx = world.pool().begin().await.unwrap();
+    outbox::enqueue(&mut tx, std::slice::from_ref(&rolled_back))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let last = commit(world.pool(), &[message("order-1", 3)]).await;
+
+    assert_eq!(drain(&mut relay).await, 2);
+    let delivered = [first[0], last[0]];
+    world
+        .assert_applied_exactly_once(&delivered, Duration::from_secs(20))
+        .await;
+    let effects = world.effects().await;
+    assert_eq!(effects.iter().map(|e| e.n).collect::<Vec<_>>(), [1, 3]);
+    assert!(
+        effects
+            .iter()
+            .all(|e| e.message_id != rolled_back.metadata.message_id)
+    );
+    assert_eq!(consumer.stats.processed(), 2);
+    assert_eq!(world.unpublished().await, 0);
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_carries_the_key_payload_and_metadata_headers() {
+    let world = World::new().await;
+    let mut relay = Relay::new(
+        &world.settings.kafka,
+        world.pool().clone(),
+        RelayConfig::default(),
+    )
+    .unwrap();
+    let mut sent = message("order-7", 7);
+    sent.metadata.causation_id = Some(uuid::Uuid::now_v7());
+    commit(world.pool(), std::slice::from_ref(&sent)).await;
+    assert_eq!(drain(&mut relay).await, 1);
+
+    let records = read_topic(
+        &world.settings,
+        &world.topic(common::TOPIC),
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let r = &records[0];
+    let m = &sent.metadata;
+    assert_eq!(r.key.as_deref(), Some("order-7"));
+    assert_eq!(r.payload.as_deref(), Some(sent.payload.as_bytes()));
+    assert_eq!(
+        r.header(h::MESSAGE_ID),
+        Some(m.message_id.to_string().as_str())
+    );
+    assert_eq!(r.header(h::MESSAGE_TYPE), Some(common::TEST_TYPE));
+    assert_eq!(r.header(h::SCHEMA_VERSION), Some("1"));
+    assert_eq!(
+        r.header(h::CORRELATION_ID),
+        Some(m.correlation_id.to_string().as_str())
+    );
+    assert_eq!(
+        r.header(h::CAUSATION_ID),
+        m.causation_id.map(|c| c.to_string()).as_deref()
+    );
+    assert_eq!(r.header(h::TRACEPARENT), m.traceparent.as_deref());
+    let occurred = chrono::DateTime::parse_from_rfc3339(r.header(h::OCCURRED_AT).unwrap()).unwrap();
+    // PostgreSQL keeps microseconds.
+    assert_eq!(
+        occurred,
+        chrono::SubsecRound::trunc_subsecs(m.occurred_at, 6)
+    );
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_publishes_and_a_stand_by_takes_over_when_it_goes() {
+    let world = World::new().await;
+    let mut active = Relay::new(
+        &world.settings.kafka,
+        world.pool().clone(),
+        RelayConfig::default(),
+    )
+    .unwrap();
+    let stand_by = Relay::new(
+        &world.settings.kafka,
+        world.pool().clone(),
+        RelayConfig::default(),
+    )
+    .unwrap();
+    commit(world.pool(), &common::messages(3, 1)).await;
+
+    assert!(active.publish_batch().await.unwrap().lease_held);
+    commit(world.pool(), &common::messages(2, 1)).await;
+    let mut stand_by = stand_by;
+    let report = stand_by.publish_batch().await.unwrap();
+    assert!(!report.lease_held);
+    assert_eq!(report.published, 0);
+    assert_eq!(world.unpublished().await, 2);
+
+    // Dropping the holder closes its session, which frees the advisory lock.
+    drop(active);
+    let stand_by = std::sync::Arc::new(tokio::sync::Mutex::new(stand_by));
+    let report = test_support::eventually(
+        Duration::from_secs(10),
+        "the stand-by takes the lease",
+        || {
+            let stand_by = stand_by.clone();
+            async move {
+                let report = stand_by.lock().await.publish_batch().await?;
+                Ok(report.lease_held.then_some(report))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 2);
+}
+
+#[tokio::test]
+async fn published_rows_are_deleted_after_the_retention_and_pending_ones_are_kept() {
+    let world = World::new().await;
+    let config = RelayConfig {
+        retention: Duration::ZERO,
+        ..RelayConfig::default()
+    };
+    let mut relay = Relay::new(&world.settings.kafka, world.pool().clone(), config).unwrap();
+    commit(world.pool(), &common::messages(5, 2)).await;
+    assert_eq!(drain(&mut relay).await, 5);
+    commit(world.pool(), &common::messages(2, 2)).await;
+
+    assert_eq!(relay.clean_up().await.unwrap(), 5);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(world.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 2);
+}
+
+#[tokio::test]
+async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
+    let world = World::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(120),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(&world.settings.kafka, world.pool().clone(), config).unwrap();
+    let (trigger, shutdown) = platform::shutdown::channel();
+    let task = tokio::spawn(relay.run(shutdown));
+    let published = |count: i64| {
+        let pool = world.pool().clone();
+        move || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await?;
+                Ok((n == count).then_some(()))
+            }
+        }
+    };
+
+    // The first row may be picked up by the relay's initial read; once it is published the
+    // relay is idle, waiting on LISTEN with a poll far beyond this test's deadline.
+    commit(world.pool(), &[message("order-1", 1)]).await;
+    test_support::eventually(
+        Duration::from_secs(10),
+        "the first row published",
+        published(1),
+    )
+    .await
+    .unwrap();
+    commit(world.pool(), &[message("order-1", 2)]).await;
+    test_support::eventually(
+        Duration::from_secs(5),
+        "the second row published on NOTIFY",
+        published(2),
+    )
+    .await
+    .unwrap();
+
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

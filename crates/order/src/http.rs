@@ -24,8 +24,10 @@ pub struct AppState {
     pub pool: PgPool,
 }
 
-pub fn routes(state: AppState) -> Router {
+pub fn routes(pool: PgPool) -> Router {
+    let state = AppState { pool };
     Router::new()
+        .route("/health/ready", get(ready))
         .route("/api/orders", post(place_order))
         .route("/api/orders/{order_id}", get(get_order))
         .route("/api/orders/{order_id}/events", get(get_events))
@@ -273,6 +275,10 @@ async fn remove_item(
     .await
     .map_err(command_problem)?;
     order_view(&executed).map(axum::Json)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    platform::health::readiness(&[platform::health::postgres(&state.pool).await])
 }
 
 // --- helpers --------------------------------------------------------------------------------

@@ -14,17 +14,35 @@ pub mod event_store;
 pub mod http;
 mod idempotency;
 pub mod messages;
-pub mod startup;
+pub mod saga;
 pub mod view;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 /// The service's own tables (events, idempotency keys); outbox and inbox come from `messaging`.
-static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The database this service owns on the shared server.
 pub const DATABASE: &str = "shop_order";
+
+/// The consumer name (inbox key and, prefixed, the Kafka group).
+pub const CONSUMER: &str = "order";
+
+/// The service as a process of the system: its database, routes and saga consumer.
+pub fn definition(database: &str, port: u16) -> messaging::service::Definition<saga::SagaHandler> {
+    messaging::service::Definition {
+        database: database.to_owned(),
+        migrations: &MIGRATIONS,
+        port,
+        routes: http::routes,
+        consumer: messaging::consumer::ConsumerConfig::new(
+            CONSUMER,
+            &[contracts::topics::STOCK, contracts::topics::PAYMENTS],
+        ),
+        handler: saga::SagaHandler,
+    }
+}
 
 /// Creates or updates every table the service needs.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {

@@ -1,4 +1,4 @@
-use order::startup::Application;
+use messaging::service::Service;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use test_support::TestDatabase;
@@ -14,8 +14,8 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn() -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
-        let settings = test_support::settings();
-        let app = Application::build(&settings, &db.name, 0).await?;
+        let settings = test_support::isolated_settings();
+        let app = Service::build(&settings, order::definition(&db.name, 0)).await?;
         let address = format!("http://{}", app.address()?);
         let (trigger, shutdown) = platform::shutdown::channel();
         tokio::spawn(app.run(shutdown));

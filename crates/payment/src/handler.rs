@@ -1,0 +1,66 @@
+//! What the payment service does with each message, inside the idempotent consumer's
+//! transaction.
+
+use contracts::orders::OrderMessage;
+use contracts::payments::{PaymentCaptured, PaymentDeclined};
+use messaging::consumer::{Handler, HandlerError, IncomingMessage};
+use messaging::outbox::{self, Metadata, OutgoingMessage};
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+
+use crate::payments::{self, Outcome};
+
+pub struct PaymentHandler {
+    /// Credit of a customer seen for the first time.
+    pub starting_credit: Decimal,
+}
+
+impl Handler for PaymentHandler {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        message: &IncomingMessage,
+    ) -> Result<(), HandlerError> {
+        // The payment service listens to the orders topic but acts only on payment requests.
+        let OrderMessage::PaymentRequested(request) = message.decode(OrderMessage::decode)? else {
+            return Ok(());
+        };
+        let (order_id, customer_id, revision, amount) = (
+            request.order_id,
+            request.customer_id,
+            request.revision,
+            request.amount,
+        );
+        let meta = Metadata::caused_by(&message.metadata, chrono::Utc::now());
+        let reply =
+            match payments::capture(conn, order_id, customer_id, amount, self.starting_credit)
+                .await?
+            {
+                Outcome::AlreadyPaid => return Ok(()),
+                Outcome::Captured { payment_id } => OutgoingMessage::new(
+                    order_id,
+                    &PaymentCaptured {
+                        order_id,
+                        payment_id,
+                        customer_id,
+                        revision,
+                        amount,
+                    },
+                    meta,
+                ),
+                Outcome::Declined { available_credit } => OutgoingMessage::new(
+                    order_id,
+                    &PaymentDeclined {
+                        order_id,
+                        customer_id,
+                        revision,
+                        amount,
+                        available_credit,
+                    },
+                    meta,
+                ),
+            };
+        outbox::enqueue(conn, &[reply]).await?;
+        Ok(())
+    }
+}

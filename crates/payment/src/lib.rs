@@ -1,0 +1,42 @@
+//! The payment service: owns customer credit and captures or declines each order's payment.
+//!
+//! - [`payments`]: capture or decline, once per order, over PostgreSQL;
+//! - [`handler`]: `PaymentRequested` in, `PaymentCaptured`/`PaymentDeclined` out;
+//! - [`http`]: `GET /api/payments`.
+
+pub mod handler;
+pub mod http;
+pub mod payments;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The database this service owns on the shared server.
+pub const DATABASE: &str = "shop_payment";
+
+/// The consumer name (inbox key and, prefixed, the Kafka group).
+pub const CONSUMER: &str = "payment";
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    messaging::migrator(&MIGRATIONS).run(pool).await
+}
+
+/// The service as a process of the system: its database, routes and consumer.
+pub fn definition(
+    settings: &platform::Settings,
+    database: &str,
+    port: u16,
+) -> messaging::service::Definition<handler::PaymentHandler> {
+    messaging::service::Definition {
+        database: database.to_owned(),
+        migrations: &MIGRATIONS,
+        port,
+        routes: http::routes,
+        consumer: messaging::consumer::ConsumerConfig::new(CONSUMER, &[contracts::topics::ORDERS]),
+        handler: handler::PaymentHandler {
+            starting_credit: settings.payment.starting_credit,
+        },
+    }
+}

@@ -1,0 +1,40 @@
+//! `GET /api/stock`: every product with what is free and what is held for pending orders.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use platform::http::Problem;
+use serde::Serialize;
+use sqlx::PgPool;
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct StockView {
+    pub product_id: i64,
+    pub name: String,
+    pub available: i32,
+    pub reserved: i32,
+}
+
+pub fn routes(pool: PgPool) -> Router {
+    Router::new()
+        .route("/api/stock", get(list))
+        .route("/health/ready", get(ready))
+        .with_state(pool)
+}
+
+async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<StockView>>, Problem> {
+    sqlx::query_as("SELECT product_id, name, available, reserved FROM products ORDER BY product_id")
+        .fetch_all(&pool)
+        .await
+        .map(axum::Json)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "listing stock failed");
+            Problem::unavailable("the stock store is unavailable")
+        })
+}
+
+async fn ready(State(pool): State<PgPool>) -> Response {
+    platform::health::readiness(&[platform::health::postgres(&pool).await])
+}

@@ -1,0 +1,44 @@
+//! The stock service: owns product quantities and holds them for orders while their saga runs.
+//!
+//! - [`reservations`]: the reservation rules over PostgreSQL — hold all of an order's lines or
+//!   none, follow changes to a pending order, release on a declined payment, commit on completion;
+//! - [`handler`]: which message triggers which rule (the idempotent consumer applies it);
+//! - [`http`]: `GET /api/stock`.
+
+pub mod handler;
+pub mod http;
+pub mod reservations;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The database this service owns on the shared server.
+pub const DATABASE: &str = "shop_stock";
+
+/// The consumer name (inbox key and, prefixed, the Kafka group).
+pub const CONSUMER: &str = "stock";
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    messaging::migrator(&MIGRATIONS).run(pool).await
+}
+
+/// The service as a process of the system: its database, routes and consumer.
+pub fn definition(
+    _settings: &platform::Settings,
+    database: &str,
+    port: u16,
+) -> messaging::service::Definition<handler::StockHandler> {
+    messaging::service::Definition {
+        database: database.to_owned(),
+        migrations: &MIGRATIONS,
+        port,
+        routes: http::routes,
+        consumer: messaging::consumer::ConsumerConfig::new(
+            CONSUMER,
+            &[contracts::topics::ORDERS, contracts::topics::PAYMENTS],
+        ),
+        handler: handler::StockHandler,
+    }
+}

@@ -1,0 +1,231 @@
+//! The read models against the real stack: exact reports after a randomized load (I5),
+//! redelivery and a full replay that change nothing (I7), and a rebuild during load.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SETTLE, World, load};
+use projections::{OrdersModel, ProductsModel, ProjectionConfig, Projections};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use test_support::{eventually, unique};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_equal_the_orders_after_a_randomized_load() {
+    let world = World::new().await;
+    load(world.pool(), 120).await;
+    world.assert_reports_exact(SETTLE).await;
+
+    // Polled: a store restarted by another test binary a moment ago may still be coming up.
+    eventually(SETTLE, "readiness", || async {
+        Ok((world.get("/health/ready").await.status() == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    let unknown = world.get("/api/reports/nothing").await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_and_replayed_events_change_nothing() {
+    let world = World::new().await;
+    load(world.pool(), 60).await;
+    world.assert_reports_exact(SETTLE).await;
+    let before = world.reports().await.unwrap();
+    let (redis, mongo) = world.stats.clone();
+    let topic = format!(
+        "{}{}",
+        world.settings.kafka.topic_prefix,
+        contracts::topics::ORDERS
+    );
+
+    // Every record published a second time (what a relay that crashed before marking its rows
+    // does), plus a record no one can read.
+    let copies = republish(&world.settings.kafka.brokers, &topic).await;
+    let producer = producer(&world.settings.kafka.brokers);
+    producer
+        .send(
+            FutureRecord::to(&topic).key("poison").payload("not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    // Every record of the topic now: the originals, their copies and the poison one.
+    let total = 2 * copies + 1;
+    eventually(SETTLE, "the copies processed", || {
+        let (redis, mongo) = (redis.clone(), mongo.clone());
+        async move { Ok((redis.processed() >= total && mongo.processed() >= total).then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(world.reports().await.unwrap(), before, "duplicates counted");
+    assert!(redis.duplicates() > 0 && mongo.duplicates() > 0);
+    assert_eq!((redis.poison(), mongo.poison()), (1, 1));
+
+    // A full replay from offset 0: new groups over the same read models.
+    let replay = Projections::build_with(
+        &world.settings,
+        0,
+        ProductsModel::new(&world.settings.redis).unwrap(),
+        OrdersModel::new(&world.settings.mongodb).await.unwrap(),
+        ProjectionConfig::new(unique("replay-redis")),
+        ProjectionConfig::new(unique("replay-mongodb")),
+    )
+    .await
+    .unwrap();
+    let (replay_redis, replay_mongo) = replay.stats();
+    let (_stop, shutdown) = platform::shutdown::channel();
+    tokio::spawn(replay.run(shutdown));
+    eventually(SETTLE, "the replay to reach the end", || {
+        let (r, m) = (replay_redis.clone(), replay_mongo.clone());
+        async move { Ok((r.processed() >= total && m.processed() >= total).then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(world.reports().await.unwrap(), before, "the replay counted");
+    assert_eq!((replay_redis.counted(), replay_mongo.counted()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_during_load_ends_with_exact_reports() {
+    let world = World::new().await;
+    load(world.pool(), 40).await;
+    world.assert_reports_exact(SETTLE).await;
+
+    let pool = world.pool().clone();
+    let more = tokio::spawn(async move { load(&pool, 120).await });
+    // Let part of the load through first, so the rebuild overlaps live traffic.
+    let pool = world.pool().clone();
+    eventually(SETTLE, "load under way", || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(DISTINCT stream_id) FROM events")
+                .fetch_one(&pool)
+                .await?;
+            Ok((n >= 70).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    let rebuilt =
+        projections::rebuild::rebuild(world.pool(), Some(&world.products), Some(&world.orders))
+            .await
+            .unwrap();
+    assert!(rebuilt.completed > 0, "{rebuilt:?}");
+    more.await.unwrap();
+    world.assert_reports_exact(SETTLE).await;
+
+    // A second rebuild when all is quiet changes nothing either.
+    let before = world.reports().await.unwrap();
+    projections::rebuild::rebuild(world.pool(), Some(&world.products), Some(&world.orders))
+        .await
+        .unwrap();
+    assert_eq!(world.reports().await.unwrap(), before);
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .create()
+        .unwrap()
+}
+
+/// Publishes a copy of every record of `topic` (same partition, key, headers, payload) and
+/// returns how many.
+async fn republish(brokers: &str, topic: &str) -> u64 {
+    let brokers_owned = brokers.to_owned();
+    let topic_owned = topic.to_owned();
+    let records = tokio::task::spawn_blocking(move || read_all(&brokers_owned, &topic_owned))
+        .await
+        .unwrap();
+    let producer = producer(brokers);
+    for (partition, key, payload, headers) in &records {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k.as_str(),
+                value: Some(v.as_slice()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .partition(*partition)
+                    .key(key.as_slice())
+                    .payload(payload.as_slice())
+                    .headers(owned),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    records.len() as u64
+}
+
+type Record = (i32, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("copier"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut left = 0;
+    for p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, *p, timeout).unwrap();
+        left += high;
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while left > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reading the topic timed out"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push((
+            message.partition(),
+            message.key().unwrap_or_default().to_vec(),
+            message.payload().unwrap_or_default().to_vec(),
+            headers,
+        ));
+        left -= 1;
+    }
+    records
+}

@@ -6,6 +6,8 @@
 //! routing table is code that tests exercise, and the gateway is where the system-wide readiness
 //! lives.
 
+pub mod openapi;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use platform::Settings;
 use platform::http::Problem;
 
@@ -78,7 +80,9 @@ pub fn routes(upstreams: Upstreams) -> anyhow::Result<Router> {
         .build()?;
     Ok(Router::new()
         .route("/health/ready", get(ready))
-        .fallback(forward)
+        .route("/api/openapi.json", get(openapi::openapi_json))
+        .route("/api/docs", get(openapi::docs))
+        .route("/api/{*rest}", any(forward))
         .with_state(Gateway { upstreams, client }))
 }
 
@@ -119,10 +123,18 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
         Ok(body) => body,
         Err(_) => return platform::http::too_large().into_response(),
     };
+    let mut headers = copy_headers(&parts.headers);
+    // The upstream's span is a child of this request's span (which continued the caller's
+    // trace, if any).
+    if let Some(traceparent) = platform::trace::current_traceparent()
+        .and_then(|tp| axum::http::HeaderValue::from_str(&tp).ok())
+    {
+        headers.insert("traceparent", traceparent);
+    }
     let sent = gateway
         .client
         .request(parts.method, &url)
-        .headers(copy_headers(&parts.headers))
+        .headers(headers)
         .body(body)
         .send()
         .await;

@@ -70,13 +70,15 @@ use contracts::headers as h;
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Statistics};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
@@ -205,7 +207,7 @@ pub enum ConsumerError {
 /// A consumer group member running a [`Handler`]. Build with [`Consumer::new`], then
 /// [`Consumer::run`] until shutdown.
 pub struct Consumer<H: Handler> {
-    kafka: Arc<StreamConsumer>,
+    kafka: Arc<KafkaConsumer>,
     shared: Arc<Shared<H>>,
 }
 
@@ -245,16 +247,25 @@ impl<H: Handler> Consumer<H> {
         handler: H,
     ) -> Result<Self, ConsumerError> {
         let group = format!("{}{}", kafka.topic_prefix, config.name);
-        let consumer: StreamConsumer = ClientConfig::new()
+        let consumer: KafkaConsumer = ClientConfig::new()
             .set("bootstrap.servers", &kafka.brokers)
             .set("group.id", &group)
+            // A member that died without leaving (SIGKILL) keeps its partitions until its
+            // session expires; librdkafka's 45 s default would break "settled within 30 s of
+            // recovery". 10 s is well above the broker's 6 s minimum and a heartbeat's jitter.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             // Offsets are stored by hand, after the transaction committed.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .create()?;
+            // Feeds the `consumer_lag` gauge (see `LagContext`).
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LagContext {
+                consumer: config.name.clone(),
+            })?;
         let topics: Vec<String> = config
             .topics
             .iter()
@@ -361,7 +372,7 @@ impl<H: Handler> Consumer<H> {
 /// shutdown is requested.
 async fn partition_task<H: Handler>(
     shared: Arc<Shared<H>>,
-    kafka: Arc<StreamConsumer>,
+    kafka: Arc<KafkaConsumer>,
     mut rx: mpsc::Receiver<Envelope>,
     mut shutdown: Shutdown,
 ) {
@@ -395,7 +406,7 @@ impl<H: Handler> Shared<H> {
     async fn process(
         &self,
         batch: &[Envelope],
-        kafka: &StreamConsumer,
+        kafka: &KafkaConsumer,
         shutdown: &mut Shutdown,
     ) -> Result<(), Stopped> {
         if batch.len() > 1 {
@@ -451,7 +462,10 @@ impl<H: Handler> Shared<H> {
                 Err(reason) => poison.push((envelope, reason.clone())),
                 // `remove`: a message twice in one batch is applied only the first time.
                 Ok(message) if fresh.remove(&message.metadata.message_id) => {
-                    self.handler.handle(&mut tx, message).await?;
+                    self.handler
+                        .handle(&mut tx, message)
+                        .instrument(self.span(message))
+                        .await?;
                     processed += 1;
                 }
                 Ok(_) => duplicates += 1,
@@ -519,7 +533,10 @@ impl<H: Handler> Shared<H> {
         if !fresh {
             return Ok(false);
         }
-        self.handler.handle(&mut tx, message).await?;
+        self.handler
+            .handle(&mut tx, message)
+            .instrument(self.span(message))
+            .await?;
         // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
         tx.commit().await?;
         Ok(true)
@@ -583,6 +600,18 @@ impl<H: Handler> Shared<H> {
         }
     }
 
+    /// The span a handler runs in: a child of the message's trace, so what the handler writes
+    /// to its outbox continues that trace.
+    fn span(&self, message: &IncomingMessage) -> tracing::Span {
+        platform::trace::message_span(
+            &self.config.name,
+            &message.topic,
+            &message.message_type,
+            message.key.as_deref(),
+            message.metadata.traceparent.as_deref(),
+        )
+    }
+
     fn count_processed(&self, n: u64) {
         if n > 0 {
             self.stats.processed.fetch_add(n, Ordering::Relaxed);
@@ -600,9 +629,46 @@ impl<H: Handler> Shared<H> {
     }
 }
 
+type KafkaConsumer = StreamConsumer<LagContext>;
+
+/// Turns librdkafka's periodic statistics into `consumer_lag{consumer,topic,partition}`: the
+/// messages of each assigned partition not yet processed (high watermark − stored offset, or
+/// the committed offset before anything was stored here).
+struct LagContext {
+    consumer: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition < 0 {
+                    continue; // librdkafka's internal "unassigned" partition
+                }
+                let lag = if !p.desired {
+                    0 // not assigned here (any more): another member reports it
+                } else if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else {
+                    continue; // nothing known yet
+                };
+                metrics::gauge!("consumer_lag",
+                    "consumer" => self.consumer.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string())
+                .set(lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// Marks everything up to `envelope` as done for the next offset commit. Fails only when the
 /// partition was revoked meanwhile; its new owner redelivers and the inbox skips the work.
-fn store_offset(kafka: &StreamConsumer, envelope: &Envelope) {
+fn store_offset(kafka: &KafkaConsumer, envelope: &Envelope) {
     // librdkafka stores `offset + 1`, the next offset to read.
     if let Err(e) = kafka.store_offset(&envelope.kafka_topic, envelope.partition, envelope.offset) {
         tracing::debug!(topic = %envelope.kafka_topic, partition = envelope.partition, error = %e,

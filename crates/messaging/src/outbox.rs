@@ -26,7 +26,9 @@ impl Metadata {
             message_id: Uuid::now_v7(),
             correlation_id: cause.correlation_id,
             causation_id: Some(cause.message_id),
-            traceparent: cause.traceparent.clone(),
+            // The span writing this message (the consumer's) continues the cause's trace.
+            traceparent: platform::trace::current_traceparent()
+                .or_else(|| cause.traceparent.clone()),
             occurred_at,
         }
     }

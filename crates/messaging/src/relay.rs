@@ -345,6 +345,7 @@ impl Relay {
     /// (capped, exponential) on errors. Returns after an in-flight batch finished (or the grace
     /// period ran out) and the producer flushed.
     pub async fn run(mut self, mut shutdown: Shutdown) {
+        let sampler = tokio::spawn(sample_outbox(self.pool.clone(), shutdown.clone()));
         let mut listener: Option<PgListener> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut next_cleanup = Instant::now();
@@ -426,6 +427,37 @@ impl Relay {
         // batch whose rows are republished later; flushing just avoids needless duplicates.
         let _ = self.producer.flush(Duration::from_secs(2));
         self.release_lease().await;
+        sampler.abort();
+    }
+}
+
+/// How often the outbox gauges are sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples `outbox_pending` and `outbox_oldest_pending_age_seconds` every few seconds, on a
+/// task of its own so the gauges keep moving while a batch hangs on an unreachable Kafka, which
+/// is exactly when they matter.
+async fn sample_outbox(pool: PgPool, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.requested() => return,
+        }
+        let sampled: Result<(i64, f64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+             FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&pool)
+        .await;
+        match sampled {
+            Ok((pending, oldest_age)) => {
+                metrics::gauge!("outbox_pending").set(pending as f64);
+                metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest_age.max(0.0));
+            }
+            Err(e) => tracing::debug!(error = %e, "sampling the outbox failed"),
+        }
     }
 }
 

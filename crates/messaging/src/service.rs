@@ -27,6 +27,7 @@ pub struct Service<H: Handler> {
     server: Server,
     relay: Relay,
     consumer: Consumer<H>,
+    kafka_probe: platform::kafka::KafkaProbe,
 }
 
 impl<H: Handler> Service<H> {
@@ -57,11 +58,14 @@ impl<H: Handler> Service<H> {
             definition.consumer,
             definition.handler,
         )?;
+        let kafka_probe = platform::kafka::KafkaProbe::new(&settings.kafka)
+            .context("creating the Kafka readiness probe")?;
         Ok(Self {
             pool,
             server,
             relay,
             consumer,
+            kafka_probe,
         })
     }
 
@@ -79,6 +83,7 @@ impl<H: Handler> Service<H> {
             server,
             relay,
             consumer,
+            kafka_probe,
             ..
         } = self;
         platform::run_until_stopped(shutdown, |stop| {
@@ -93,8 +98,20 @@ impl<H: Handler> Service<H> {
                     Ok(())
                 }
             });
+            let probe: Part = Box::pin({
+                let stop = stop.clone();
+                async move {
+                    kafka_probe.run(stop).await;
+                    Ok(())
+                }
+            });
             let consumer: Part = Box::pin(async move { Ok(consumer.run(stop).await?) });
-            vec![("http", http), ("relay", relay), ("consumer", consumer)]
+            vec![
+                ("http", http),
+                ("relay", relay),
+                ("consumer", consumer),
+                ("kafka probe", probe),
+            ]
         })
         .await
     }

@@ -78,6 +78,7 @@ pub async fn execute_in(
     command: Command,
     context: &Context,
 ) -> Result<Executed, CommandError> {
+    tracing::Span::current().record("order_id", tracing::field::display(order_id.0));
     let mut stream = event_store::load(&mut *conn, order_id.0).await?;
     let order = view::fold(&stream)?.unwrap_or_default();
     let events = order.decide(command)?;
@@ -89,6 +90,10 @@ pub async fn execute_in(
         });
     }
 
+    // The messages continue the trace of the span that writes them (the HTTP request's, or the
+    // consumed message's); without OpenTelemetry, the traceparent the command came with.
+    let traceparent =
+        platform::trace::current_traceparent().or_else(|| context.traceparent.clone());
     let with_metadata: Vec<_> = events
         .into_iter()
         .map(|event| {
@@ -96,7 +101,7 @@ pub async fn execute_in(
                 message_id: Uuid::now_v7(),
                 correlation_id: context.correlation_id,
                 causation_id: context.causation_id,
-                traceparent: context.traceparent.clone(),
+                traceparent: traceparent.clone(),
                 occurred_at: context.now,
             };
             (event, metadata)
@@ -114,6 +119,7 @@ pub async fn execute_in(
     )
     .await?;
 
+    count_outcomes(&with_metadata);
     let order = with_metadata.iter().fold(order, |o, (e, _)| o.apply(e));
     let appended = recorded.len();
     stream.extend(recorded);
@@ -148,6 +154,25 @@ pub async fn execute(
         }
     }
     Err(CommandError::Contended)
+}
+
+/// `saga_outcomes_total{outcome, reason}`. Counted when the event is appended: a consumer batch
+/// that rolls back and replays may count an outcome twice, which a rate over minutes absorbs.
+fn count_outcomes(events: &[(crate::domain::Event, Metadata)]) {
+    use crate::domain::Event;
+    for (event, _) in events {
+        match event {
+            Event::OrderCompleted { .. } => {
+                metrics::counter!("saga_outcomes_total", "outcome" => "completed", "reason" => "")
+                    .increment(1);
+            }
+            Event::OrderFailed { reason } => {
+                metrics::counter!("saga_outcomes_total", "outcome" => "failed", "reason" => reason.as_str())
+                    .increment(1);
+            }
+            _ => {}
+        }
+    }
 }
 
 fn new_event(event: &crate::domain::Event, metadata: &Metadata) -> NewEvent {

@@ -41,18 +41,29 @@ pub fn routes(pool: PgPool) -> Router {
 
 // --- requests -------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({
+    "customerId": "0b9a3c2e-5f0e-4c55-9a43-1c2d3e4f5a6b",
+    "items": [{"productId": 1, "quantity": 2, "unitPrice": "12.50"}]
+}))]
 pub struct PlaceOrderRequest {
+    /// The customer, a UUID.
+    #[schema(format = Uuid)]
     pub customer_id: String,
     pub items: Vec<ItemRequest>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productId": 1, "quantity": 2, "unitPrice": "12.50"}))]
 pub struct ItemRequest {
+    #[schema(minimum = 1)]
     pub product_id: i64,
+    #[schema(minimum = 1)]
     pub quantity: i64,
+    /// A decimal string with at most two places, e.g. `"12.50"`.
+    #[schema(value_type = String, pattern = r"^[0-9]+(\.[0-9]{1,2})?$", example = "12.50")]
     pub unit_price: PriceInput,
 }
 
@@ -146,13 +157,38 @@ impl PlaceOrderRequest {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
+    /// Units to remove; without it, every unit of the product.
+    #[param(minimum = 1)]
     pub quantity: Option<i64>,
 }
 
 // --- handlers -------------------------------------------------------------------------------
 
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    operation_id = "placeOrder",
+    tag = "orders",
+    summary = "Place an order",
+    description = "Starts the order `pending` and its saga. A retried request with the same `Idempotency-Key` returns the same order.",
+    request_body = PlaceOrderRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request return the first order"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue"),
+    ),
+    responses(
+        (status = 201, description = "The order was placed", body = doc::Order,
+            headers(("Location" = String, description = "/api/orders/{orderId}"))),
+        (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A rule of the order is broken", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn place_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -179,6 +215,19 @@ async fn place_order(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders/{orderId}",
+    operation_id = "getOrder",
+    tag = "orders",
+    summary = "Read an order",
+    params(("orderId" = Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The order", body = doc::Order),
+        (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -195,6 +244,19 @@ async fn get_order(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders/{orderId}/events",
+    operation_id = "getOrderEvents",
+    tag = "orders",
+    summary = "An order's event history",
+    params(("orderId" = Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "Its events, versions 1..n", body = Vec<doc::Event>),
+        (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn get_events(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -209,6 +271,25 @@ async fn get_events(
     Ok(axum::Json(stream.iter().map(EventView::from).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{orderId}/items",
+    operation_id = "addItem",
+    tag = "orders",
+    summary = "Add a product to a pending order",
+    params(("orderId" = Uuid, Path, description = "The order")),
+    request_body = ItemRequest,
+    responses(
+        (status = 200, description = "The order after the change", body = doc::Order),
+        (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is no longer pending, or its lines are final", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A rule of the order is broken", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn add_item(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
@@ -225,6 +306,26 @@ async fn add_item(
     order_view(&executed).map(axum::Json)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/orders/{orderId}/items/{productId}",
+    operation_id = "removeItem",
+    tag = "orders",
+    summary = "Remove units of a product from a pending order",
+    params(
+        ("orderId" = Uuid, Path, description = "The order"),
+        ("productId" = i64, Path, description = "The product"),
+        RemoveQuery,
+    ),
+    responses(
+        (status = 200, description = "The order after the change", body = doc::Order),
+        (status = 400, description = "Malformed product id or quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending, lines final, fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn remove_item(
     State(state): State<AppState>,
     Path((order_id, product_id)): Path<(String, String)>,
@@ -397,4 +498,102 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
         error,
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
     )
+}
+
+// --- OpenAPI ----------------------------------------------------------------------------------
+
+/// The OpenAPI document of `/api/orders`, merged into the system's by the gateway.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    ApiDoc::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(place_order, get_order, get_events, add_item, remove_item),
+    components(schemas(
+        PlaceOrderRequest,
+        ItemRequest,
+        doc::Order,
+        doc::Item,
+        doc::Event,
+        doc::OrderStatus,
+        doc::FailureReason,
+        platform::openapi::ProblemDoc,
+        platform::openapi::FieldErrorDoc,
+    )),
+    tags((name = "orders", description = "Placing, changing and reading orders"))
+)]
+struct ApiDoc;
+
+/// The shapes `OrderView`, `ItemView` and `EventView` serialise to, for the document only: the
+/// views hold domain types whose wire form (money as decimal strings) is spelled out here. The
+/// gateway's OpenAPI test compares them with real responses.
+pub mod doc {
+    use utoipa::ToSchema;
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    pub struct Order {
+        #[schema(format = Uuid)]
+        order_id: String,
+        #[schema(format = Uuid)]
+        customer_id: String,
+        status: OrderStatus,
+        /// Set once the order failed.
+        failure_reason: Option<FailureReason>,
+        items: Vec<Item>,
+        /// Σ quantity × unitPrice, a decimal string with two places.
+        #[schema(example = "25.00")]
+        total: String,
+        /// The number of events in the order's stream.
+        version: u32,
+        #[schema(format = DateTime)]
+        created_at: String,
+        #[schema(format = DateTime)]
+        updated_at: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    pub struct Item {
+        product_id: i64,
+        quantity: i64,
+        #[schema(example = "12.50")]
+        unit_price: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    pub struct Event {
+        version: i32,
+        /// `OrderPlaced`, `ItemAdded`, `OrderCompleted`, …
+        #[schema(rename = "type")]
+        event_type: String,
+        /// The event's payload.
+        data: serde_json::Value,
+        #[schema(format = DateTime)]
+        recorded_at: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    pub enum OrderStatus {
+        Pending,
+        Completed,
+        Failed,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    pub enum FailureReason {
+        OutOfStock,
+        UnknownProduct,
+        PaymentDeclined,
+    }
 }

@@ -23,9 +23,6 @@ use sqlx::migrate::Migrator;
 /// The service's own tables (events, idempotency keys); outbox and inbox come from `messaging`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// The database this service owns on the shared server.
-pub const DATABASE: &str = "shop_order";
-
 /// The consumer name (inbox key and, prefixed, the Kafka group).
 pub const CONSUMER: &str = "order";
 

@@ -11,14 +11,18 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub payment_id: Uuid,
     pub order_id: Uuid,
     pub customer_id: Uuid,
+    /// A decimal string with two places.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "25.00")]
     pub amount: Decimal,
+    /// `captured`, `declined` or `refunded`.
     pub status: String,
     pub created_at: DateTime<Utc>,
 }
@@ -30,6 +34,17 @@ pub fn routes(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/payments",
+    operation_id = "listPayments",
+    tag = "payments",
+    summary = "Every payment, oldest first",
+    responses(
+        (status = 200, description = "The payments", body = Vec<PaymentView>),
+        (status = 503, description = "The payment store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<PaymentView>>, Problem> {
     sqlx::query_as(
         "SELECT payment_id, order_id, customer_id, amount, status, created_at
@@ -47,3 +62,17 @@ async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<PaymentView>>
 async fn ready(State(pool): State<PgPool>) -> Response {
     platform::health::readiness(&[platform::health::postgres(&pool).await])
 }
+
+/// The OpenAPI document of `/api/payments`, merged into the system's by the gateway.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    ApiDoc::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list),
+    components(schemas(PaymentView)),
+    tags((name = "payments", description = "Customer payments"))
+)]
+struct ApiDoc;

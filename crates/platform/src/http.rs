@@ -199,7 +199,8 @@ pub async fn no_route() -> Problem {
     Problem::not_found("No such resource")
 }
 
-/// A component's HTTP server: its routes plus `/health/live`, the problem fallback and the body
+/// A component's HTTP server: its routes plus `/health/live`, `/metrics` (with the request
+/// metrics and server spans of [`crate::metrics::track`]), the problem fallback and the body
 /// limit. `bind` takes port 0 in tests and reports the bound address.
 pub struct Server {
     listener: tokio::net::TcpListener,
@@ -219,10 +220,12 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        let router = routes
-            .route("/health/live", axum::routing::get(crate::health::live))
-            .fallback(no_route)
-            .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit));
+        let router = crate::metrics::instrument(
+            routes
+                .route("/health/live", axum::routing::get(crate::health::live))
+                .fallback(no_route),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit));
         Ok(Self { listener, router })
     }
 

@@ -3,11 +3,15 @@
 
 pub mod health;
 pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod openapi;
 pub mod postgres;
 pub mod settings;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
+pub mod trace;
 
 pub use settings::Settings;
 pub use supervise::run_until_stopped;

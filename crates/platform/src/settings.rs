@@ -29,6 +29,15 @@ pub struct PostgresSettings {
     /// Server URL without a database name; each service appends its own database.
     pub url: String,
     pub max_connections: u32,
+    /// The database each service owns on that server.
+    pub databases: Databases,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Databases {
+    pub order: String,
+    pub stock: String,
+    pub payment: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,12 +83,31 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// Emit JSON lines instead of human-readable logs.
     pub json_logs: bool,
+    /// OTLP/HTTP collector base URL (e.g. `http://127.0.0.1:4318`); spans are exported only
+    /// when set.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// OpenTelemetry spans and trace propagation. Off only to measure their overhead.
+    #[serde(default = "enabled")]
+    pub traces: bool,
+    /// The Prometheus recorder behind `/metrics`. Off only to measure its overhead.
+    #[serde(default = "enabled")]
+    pub metrics: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 const DEFAULTS: &str = r#"
 [postgres]
 url = "postgres://postgres@127.0.0.1:5432"
 max_connections = 16
+
+[postgres.databases]
+order = "shop_order"
+stock = "shop_stock"
+payment = "shop_payment"
 
 [kafka]
 brokers = "127.0.0.1:9092"

@@ -14,6 +14,9 @@ components:
   stock      the stock service: reservations, outbox relay, consumer
   payment    the payment service: credit and payments, outbox relay, consumer
   gateway    the one entry point on :8080, forwarding /api to the components
+  projections  the read models (Redis, MongoDB) and the reports API
+  projections rebuild [redis|mongodb]
+             wipe and rebuild the read models from the order event store, live
 
 Settings come from SHOP_* variables (see crates/platform/src/settings.rs).";
 
@@ -25,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load().context("loading settings")?;
-    platform::telemetry::init(&settings.telemetry);
+    platform::telemetry::init_component(&settings.telemetry, &component);
 
     let (trigger, shutdown) = platform::shutdown::channel();
     tokio::spawn(async move {
@@ -34,34 +37,38 @@ async fn main() -> anyhow::Result<()> {
         trigger.fire();
     });
 
-    let http = &settings.http;
+    let (http, db) = (&settings.http, &settings.postgres.databases);
     let result = match component.as_str() {
         "order" => {
-            serve(
-                &settings,
-                order::definition(order::DATABASE, http.order_port),
-                shutdown,
-            )
-            .await
+            let definition = order::definition(&db.order, http.order_port);
+            serve(&settings, definition, shutdown).await
         }
         "stock" => {
-            serve(
-                &settings,
-                stock::definition(&settings, stock::DATABASE, http.stock_port),
-                shutdown,
-            )
-            .await
+            let definition = stock::definition(&settings, &db.stock, http.stock_port);
+            serve(&settings, definition, shutdown).await
         }
         "payment" => {
-            let definition = payment::definition(&settings, payment::DATABASE, http.payment_port);
+            let definition = payment::definition(&settings, &db.payment, http.payment_port);
             serve(&settings, definition, shutdown).await
         }
         "gateway" => gateway(&settings, shutdown).await,
+        "projections" => match std::env::args().nth(2).as_deref() {
+            None => projections(&settings, shutdown).await,
+            Some("rebuild") => {
+                let targets =
+                    projections::rebuild::Targets::parse(std::env::args().nth(3).as_deref())?;
+                let done = projections::rebuild::run(&settings, &db.order, targets).await?;
+                println!("rebuilt: {done:?}");
+                Ok(())
+            }
+            Some(other) => anyhow::bail!("unknown projections command {other:?}\n\n{USAGE}"),
+        },
         other => anyhow::bail!("unknown component {other:?}\n\n{USAGE}"),
     };
     if let Err(e) = &result {
         tracing::error!(component, error = ?e, "stopped with an error");
     }
+    platform::telemetry::shutdown();
     result
 }
 
@@ -81,4 +88,11 @@ async fn gateway(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> 
         platform::http::Server::bind(&settings.http, settings.http.gateway_port, routes).await?;
     tracing::info!(address = %server.address()?, "listening");
     Ok(server.run(shutdown).await?)
+}
+
+async fn projections(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let component =
+        projections::Projections::build(settings, settings.http.projections_port).await?;
+    tracing::info!(address = %component.address()?, "listening");
+    component.run(shutdown).await
 }

@@ -8,8 +8,9 @@ use platform::http::Problem;
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Stock, example = json!({"productId": 1, "name": "Keyboard", "available": 98, "reserved": 2}))]
 pub struct StockView {
     pub product_id: i64,
     pub name: String,
@@ -24,6 +25,17 @@ pub fn routes(pool: PgPool) -> Router {
         .with_state(pool)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/stock",
+    operation_id = "listStock",
+    tag = "stock",
+    summary = "Every product: units free and units held for pending orders",
+    responses(
+        (status = 200, description = "The products", body = Vec<StockView>),
+        (status = 503, description = "The stock store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<StockView>>, Problem> {
     sqlx::query_as("SELECT product_id, name, available, reserved FROM products ORDER BY product_id")
         .fetch_all(&pool)
@@ -38,3 +50,17 @@ async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<StockView>>, 
 async fn ready(State(pool): State<PgPool>) -> Response {
     platform::health::readiness(&[platform::health::postgres(&pool).await])
 }
+
+/// The OpenAPI document of `/api/stock`, merged into the system's by the gateway.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    ApiDoc::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list),
+    components(schemas(StockView)),
+    tags((name = "stock", description = "Product quantities"))
+)]
+struct ApiDoc;

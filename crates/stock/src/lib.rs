@@ -14,9 +14,6 @@ use sqlx::migrate::Migrator;
 
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// The database this service owns on the shared server.
-pub const DATABASE: &str = "shop_stock";
-
 /// The consumer name (inbox key and, prefixed, the Kafka group).
 pub const CONSUMER: &str = "stock";
 

@@ -1,0 +1,224 @@
+//! The system's OpenAPI 3 document, `GET /api/openapi.json`, and an interactive page over it,
+//! `GET /api/docs`.
+//!
+//! Each service describes its own routes from its code (`order::http::openapi()`, …); this
+//! module merges them and adds what the gateway answers itself (health, metrics, this document)
+//! and the reports of the projections, which are described here by hand.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+use utoipa::OpenApi as _;
+use utoipa::ToSchema;
+use utoipa::openapi::OpenApi;
+
+/// The whole API of the system, as served at `/api/openapi.json`.
+pub fn document() -> OpenApi {
+    let mut doc = GatewayDoc::openapi();
+    doc.merge(order::http::openapi());
+    doc.merge(stock::http::openapi());
+    doc.merge(payment::http::openapi());
+    doc
+}
+
+pub async fn openapi_json() -> Response {
+    match document().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "serialising the OpenAPI document failed");
+            platform::http::Problem::internal().into_response()
+        }
+    }
+}
+
+/// Scalar's API reference, loaded by the browser from its CDN, reading `/api/openapi.json`.
+pub async fn docs() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Shop API</title>
+</head>
+<body>
+  <script id="api-reference" data-url="/api/openapi.json"></script>
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  <noscript>The OpenAPI document is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
+</body>
+</html>
+"#,
+    )
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Shop API",
+        description = "An event-sourced shop: orders, stock and payments settled by a choreography saga over Kafka. \
+Every error is an RFC 9457 problem document (`application/problem+json`). Money travels as a decimal string with two places.",
+        version = "1",
+    ),
+    servers((url = "/", description = "The gateway (http://127.0.0.1:8080 locally)")),
+    paths(
+        products_report,
+        orders_report,
+        live,
+        ready,
+        metrics,
+        openapi_document,
+        docs_page,
+    ),
+    components(schemas(
+        ProductReport,
+        PriceQuantity,
+        OrdersReport,
+        SystemReadiness,
+        ComponentReadiness,
+        platform::openapi::ProblemDoc,
+        platform::openapi::FieldErrorDoc,
+        platform::openapi::ReadinessDoc,
+        platform::openapi::DependencyDoc,
+    )),
+    tags(
+        (name = "reports", description = "Read models fed by the projections"),
+        (name = "operations", description = "Health, metrics and this document"),
+    )
+)]
+struct GatewayDoc;
+
+/// Quantity ordered at each unit price of one product, over completed orders.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productId": 1, "prices": [{"unitPrice": "12.50", "quantity": 3}]}))]
+pub struct ProductReport {
+    pub product_id: i64,
+    pub prices: Vec<PriceQuantity>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceQuantity {
+    /// A decimal string with two places.
+    #[schema(example = "12.50")]
+    pub unit_price: String,
+    pub quantity: i64,
+}
+
+/// How many orders completed and failed, and their sum.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"total": 10, "completed": 8, "failed": 2}))]
+pub struct OrdersReport {
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+/// The gateway's readiness: every component's own, side by side.
+#[derive(Serialize, ToSchema)]
+pub struct SystemReadiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// By component: `order`, `stock`, `payment`, `projections`.
+    pub components: std::collections::BTreeMap<String, ComponentReadiness>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ComponentReadiness {
+    pub up: bool,
+    /// The component's `/health/ready` body, or the error reaching it.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+#[utoipa::path(
+    get,
+    path = "/api/reports/products",
+    operation_id = "productsReport",
+    tag = "reports",
+    summary = "Quantity ordered per product and unit price, over completed orders",
+    responses(
+        (status = 200, description = "One entry per product", body = Vec<ProductReport>),
+        (status = 503, description = "The read model is unavailable", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
+    )
+)]
+#[allow(dead_code)]
+fn products_report() {}
+
+#[utoipa::path(
+    get,
+    path = "/api/reports/orders",
+    operation_id = "ordersReport",
+    tag = "reports",
+    summary = "Orders completed and failed",
+    responses(
+        (status = 200, description = "The counts", body = OrdersReport),
+        (status = 503, description = "The read model is unavailable", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
+    )
+)]
+#[allow(dead_code)]
+fn orders_report() {}
+
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    description = "Every component answers it on its own port too.",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain", example = "live"))
+)]
+#[allow(dead_code)]
+fn live() {}
+
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "operations",
+    summary = "Readiness of the whole system",
+    description = "Each component's `/health/ready` (PostgreSQL and Kafka for the services; Redis and MongoDB for the projections), side by side. \
+A component answers its own `/health/ready` with a `Readiness` body.",
+    responses(
+        (status = 200, description = "Every component is ready", body = SystemReadiness),
+        (status = 503, description = "A component or one of its dependencies is down", body = SystemReadiness),
+    )
+)]
+#[allow(dead_code)]
+fn ready() {}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics of the component answering",
+    description = "Text exposition format 0.0.4. Every component serves its own on its own port; see docs/operations.md.",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "openapiDocument",
+    tag = "operations",
+    summary = "This OpenAPI 3 document",
+    responses((status = 200, description = "The document", body = Object, content_type = "application/json"))
+)]
+#[allow(dead_code)]
+fn openapi_document() {}
+
+#[utoipa::path(
+    get,
+    path = "/api/docs",
+    operation_id = "docsPage",
+    tag = "operations",
+    summary = "An interactive page over this document",
+    responses((status = 200, description = "An HTML page", body = String, content_type = "text/html"))
+)]
+#[allow(dead_code)]
+fn docs_page() {}

@@ -1,0 +1,60 @@
+//! OpenAPI schemas shared by every component's document: the RFC 9457 problem document of
+//! [`crate::http::Problem`] and the readiness body of [`crate::health`].
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The media type of every error response.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document: every error of the API (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Problem,
+    example = json!({
+        "type": "urn:shop:problem:order-not-found",
+        "title": "No such order",
+        "status": 404
+    })
+)]
+pub struct ProblemDoc {
+    /// A stable URI naming the kind of problem, `urn:shop:problem:{slug}`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A stable, human-readable summary of the kind.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this occurrence; never an internal message.
+    pub detail: Option<String>,
+    /// Per-field violations (422 only).
+    pub errors: Option<Vec<FieldErrorDoc>>,
+}
+
+/// One violated field of a 422.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = FieldError)]
+pub struct FieldErrorDoc {
+    /// Where in the request, e.g. `items[0].quantity`.
+    pub field: String,
+    pub message: String,
+}
+
+/// The state of one dependency in a readiness answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Dependency)]
+pub struct DependencyDoc {
+    /// `postgres`, `kafka`, `redis`, `mongodb`.
+    pub name: String,
+    pub up: bool,
+    pub error: Option<String>,
+}
+
+/// A component's readiness: 200 when every dependency is up, else 503.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Readiness)]
+pub struct ReadinessDoc {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    pub dependencies: Vec<DependencyDoc>,
+}

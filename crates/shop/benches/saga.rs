@@ -1,0 +1,209 @@
+//! The whole saga on this machine: completed orders per second at saturation, then end-to-end
+//! latency (placed → completed, from the event store's timestamps) at 25%, 50% and 75% of that
+//! rate. Every component runs as its own release process, as `./dev up` runs them.
+//!
+//! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
+//! of each phase and step (default 10).
+//!
+//! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
+//! raised, so that every order completes and the run measures the happy path.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(clippy::unwrap_used)]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::stack::{COMPONENTS, Stack};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<()> {
+    let items = json!([
+        { "productId": 1 + (n % 3) as i64, "quantity": 1, "unitPrice": "19.99" },
+        { "productId": 1 + ((n + 1) % 3) as i64, "quantity": 2, "unitPrice": "5.00" }
+    ]);
+    let response = stack
+        .client
+        .post(stack.api("/api/orders"))
+        .json(&json!({ "customerId": customer, "items": items }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().as_u16() == 201,
+        "place: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// Completed orders per second in a window, from the event store.
+async fn completions(
+    pool: &PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'OrderCompleted' AND recorded_at >= $1 AND recorded_at < $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn pending(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events p WHERE p.event_type = 'OrderPlaced' AND NOT EXISTS
+           (SELECT 1 FROM events t WHERE t.stream_id = p.stream_id AND t.event_type IN ('OrderCompleted', 'OrderFailed'))",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn drain(pool: &PgPool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pending(pool).await? > 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "orders did not settle within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Places orders at `rate` per second for `seconds` (open loop: the schedule does not wait for
+/// the system) and returns the start time of the run.
+async fn open_loop(
+    stack: &Arc<Stack>,
+    rate: f64,
+    seconds: f64,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let start = chrono::Utc::now();
+    let total = (rate * seconds) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let began = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..total {
+        tokio::time::sleep_until(began + interval * n as u32).await;
+        let stack = stack.clone();
+        tasks.spawn(async move { place(&stack, Uuid::new_v4(), n).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(start)
+}
+
+/// Saturation: the highest offered rate the saga keeps up with. Rates grow by half each step;
+/// a step is kept up with when, by the end of its schedule, at least 95% of the orders placed
+/// in it have completed (the rest are the few still in flight).
+async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::Result<f64> {
+    let mut rate = 50.0;
+    let mut sustained: f64 = 0.0;
+    loop {
+        let start = open_loop(stack, rate, seconds).await?;
+        let end = chrono::Utc::now();
+        let completed = completions(pool, start, end).await? as f64;
+        let offered = rate * seconds;
+        let elapsed = (end - start).as_seconds_f64();
+        drain(pool).await?;
+        let kept_up = completed >= 0.95 * offered && elapsed <= seconds * 1.1;
+        eprintln!(
+            "  offered {rate:>5.0}/s: {completed:>6.0} of {offered:>6.0} completed within the run ({elapsed:.1} s)"
+        );
+        if !kept_up {
+            return Ok(sustained);
+        }
+        sustained = completed / elapsed;
+        rate *= 1.5;
+    }
+}
+
+/// Open loop at `rate` orders/s for `seconds`; returns placed→completed latencies in ms.
+async fn latency_at(
+    stack: &Arc<Stack>,
+    pool: &PgPool,
+    rate: f64,
+    seconds: f64,
+) -> anyhow::Result<Vec<f64>> {
+    let start = open_loop(stack, rate, seconds).await?;
+    drain(pool).await?;
+    let mut latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM (t.recorded_at - p.recorded_at))::float8 * 1000
+         FROM events p JOIN events t ON t.stream_id = p.stream_id AND t.event_type = 'OrderCompleted'
+         WHERE p.event_type = 'OrderPlaced' AND p.recorded_at >= $1",
+    )
+    .bind(start)
+    .fetch_all(pool)
+    .await?;
+    latencies.sort_by(f64::total_cmp);
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
+    let stack = Arc::new(
+        Stack::start_with(
+            &COMPONENTS,
+            &[
+                ("SHOP_PAYMENT__STARTING_CREDIT", "1000000000.00"),
+                ("SHOP_TELEMETRY__LOG_FILTER", "warn"),
+            ],
+        )
+        .await,
+    );
+    let orders = stack.pool("order").await;
+    sqlx::query("UPDATE products SET available = 100000000")
+        .execute(&stack.pool("stock").await)
+        .await?;
+
+    // Warm-up: connections, consumer assignments, caches.
+    open_loop(&stack, 50.0, 2.0).await?;
+    drain(&orders).await?;
+
+    let saturated = saturation(&stack, &orders, seconds).await?;
+    println!(
+        "saga, whole stack on this machine ({} cores)",
+        std::thread::available_parallelism()?.get()
+    );
+    println!(
+        "saturation (highest offered rate kept up with, {seconds} s steps): {saturated:.0} completed orders/s"
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "load", "rate/s", "p50 ms", "p95 ms", "p99 ms", "orders"
+    );
+    for share in [0.25, 0.5, 0.75] {
+        let rate = saturated * share;
+        let latencies = latency_at(&stack, &orders, rate, seconds).await?;
+        println!(
+            "{:>9.0}% {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            share * 100.0,
+            rate,
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.95),
+            percentile(&latencies, 0.99),
+            latencies.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The invariants of SYSTEM.md §5 that the stack's state can be checked against.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::common::stack::Stack;
+
+pub const SEEDED: [(i64, i64); 3] = [(1, 100), (2, 50), (3, 25)];
+
+/// Everything observable that the saga changes; equal snapshots mean nothing changed.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub orders: Vec<Value>,
+    pub stock: Vec<(i64, (i64, i64))>,
+    pub payments: Vec<Value>,
+}
+
+pub async fn snapshot(stack: &Stack, order_ids: &[String]) -> Snapshot {
+    let mut orders = Vec::new();
+    for id in order_ids {
+        orders.push(stack.order(id).await);
+    }
+    let mut stock: Vec<_> = stack.stock().await.into_iter().collect();
+    stock.sort();
+    Snapshot {
+        orders,
+        stock,
+        payments: stack.payments().await,
+    }
+}
+
+fn money(value: &Value) -> Decimal {
+    Decimal::from_str(value.as_str().unwrap()).unwrap()
+}
+
+/// I1 (conservation), I2 (no oversell), I3 (payments) and I4 (everything terminal) over
+/// `orders`, which must be every order the stack ever saw.
+pub fn check(snapshot: &Snapshot) {
+    let mut sold: HashMap<i64, i64> = HashMap::new();
+    let mut captured: HashMap<String, Vec<Decimal>> = HashMap::new();
+    for payment in snapshot
+        .payments
+        .iter()
+        .filter(|p| p["status"] == "captured")
+    {
+        captured
+            .entry(payment["orderId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(money(&payment["amount"]));
+    }
+
+    for order in &snapshot.orders {
+        let id = order["orderId"].as_str().unwrap();
+        let status = order["status"].as_str().unwrap();
+        assert_ne!(status, "pending", "I4: order {id} is still pending");
+        let lines = order["items"].as_array().unwrap();
+        let total: Decimal = lines
+            .iter()
+            .map(|l| money(&l["unitPrice"]) * Decimal::from(l["quantity"].as_i64().unwrap()))
+            .sum();
+        assert_eq!(
+            money(&order["total"]),
+            total,
+            "order {id}: total is the sum of its lines"
+        );
+        let payments = captured.get(id).cloned().unwrap_or_default();
+        if status == "completed" {
+            assert_eq!(
+                payments,
+                vec![total],
+                "I3: completed order {id} has exactly one captured payment of its total"
+            );
+            for line in lines {
+                *sold.entry(line["productId"].as_i64().unwrap()).or_default() +=
+                    line["quantity"].as_i64().unwrap();
+            }
+        } else {
+            assert!(
+                payments.is_empty(),
+                "I3: failed order {id} has a captured payment"
+            );
+            assert!(
+                order["failureReason"].is_string(),
+                "failed order {id} says why"
+            );
+        }
+    }
+
+    for (product, seeded) in SEEDED {
+        let (available, reserved) = snapshot
+            .stock
+            .iter()
+            .find(|(p, _)| *p == product)
+            .unwrap()
+            .1;
+        assert!(available >= 0, "I2: product {product} oversold");
+        assert_eq!(
+            reserved, 0,
+            "product {product}: nothing stays reserved once sagas settle"
+        );
+        let sold = sold.get(&product).copied().unwrap_or(0);
+        assert_eq!(
+            available,
+            seeded - sold,
+            "I1: product {product}: available = seeded − sold"
+        );
+    }
+}

@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use test_support::{eventually, unique};
+
+pub const COMPONENTS: [&str; 4] = ["order", "stock", "payment", "gateway"];
+
+/// One copy of the system: four `shop` processes with their own databases and topics.
+pub struct Stack {
+    pub prefix: String,
+    pub client: reqwest::Client,
+    env: Vec<(String, String)>,
+    ports: HashMap<&'static str, u16>,
+    databases: HashMap<&'static str, String>,
+    children: HashMap<&'static str, Child>,
+    settings: platform::Settings,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Stack {
+    /// A stack with every component running.
+    pub async fn start() -> Self {
+        Self::start_with(&COMPONENTS, &[]).await
+    }
+
+    /// A stack running `components`, with extra `SHOP_*` settings.
+    pub async fn start_with(components: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
+        let settings = test_support::settings();
+        let id = unique("sys");
+        let prefix = format!("{id}.");
+        let mut ports = HashMap::new();
+        let mut databases = HashMap::new();
+        let mut env = vec![
+            ("SHOP_KAFKA__TOPIC_PREFIX".to_owned(), prefix.clone()),
+            (
+                "SHOP_TELEMETRY__LOG_FILTER".to_owned(),
+                "warn,shop=info".to_owned(),
+            ),
+        ];
+        for component in COMPONENTS {
+            let port = free_port();
+            ports.insert(component, port);
+            env.push((
+                format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
+                port.to_string(),
+            ));
+            if component != "gateway" {
+                let database = format!("test_{id}_{component}");
+                env.push((
+                    format!("SHOP_POSTGRES__DATABASES__{}", component.to_uppercase()),
+                    database.clone(),
+                ));
+                databases.insert(component, database);
+            }
+        }
+        // No projections yet in these tests: the gateway's report routes are not exercised.
+        env.push((
+            "SHOP_HTTP__PROJECTIONS_PORT".to_owned(),
+            free_port().to_string(),
+        ));
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let mut stack = Self {
+            prefix,
+            client: reqwest::Client::new(),
+            env,
+            ports,
+            databases,
+            children: HashMap::new(),
+            settings,
+        };
+        for component in components {
+            stack.spawn(component).await;
+        }
+        stack
+    }
+
+    pub fn url(&self, component: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[component])
+    }
+
+    /// The gateway's URL for `path`.
+    pub fn api(&self, path: &str) -> String {
+        self.url("gateway", path)
+    }
+
+    /// Starts a component's process and waits until it answers.
+    pub async fn spawn(&mut self, component: &'static str) {
+        let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("system-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{}{component}.log", self.prefix)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .arg(component)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(component, child);
+        let url = self.url(component, "/health/live");
+        let client = self.client.clone();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{component} to listen"),
+            || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    Ok(client
+                        .get(&url)
+                        .send()
+                        .await
+                        .ok()
+                        .filter(|r| r.status().is_success())
+                        .map(|_| ()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self, component: &str) {
+        if let Some(mut child) = self.children.remove(component) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub async fn stop(&mut self, component: &str) {
+        if let Some(mut child) = self.children.remove(component) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A pool on a component's database, for checks and for bench set-up.
+    pub async fn pool(&self, component: &str) -> PgPool {
+        platform::postgres::connect(&self.settings.postgres, &self.databases[component])
+            .await
+            .unwrap()
+    }
+
+    pub async fn place(&self, customer: uuid::Uuid, items: Value) -> Value {
+        let response = self
+            .client
+            .post(self.api("/api/orders"))
+            .json(&json!({ "customerId": customer, "items": items }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        self.client
+            .get(self.api(&format!("/api/orders/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<String> {
+        let events: Value = self
+            .client
+            .get(self.api(&format!("/api/orders/{id}/events")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Waits (up to `within`) until the order is completed or failed; returns it.
+    pub async fn settled(&self, id: &str, within: Duration) -> Value {
+        eventually(within, &format!("order {id} to settle"), || async move {
+            let order = self.order(id).await;
+            Ok((order["status"] != "pending").then_some(order))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// `productId → (available, reserved)`.
+    pub async fn stock(&self) -> HashMap<i64, (i64, i64)> {
+        let stock: Value = self
+            .client
+            .get(self.api("/api/stock"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stock
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["productId"].as_i64().unwrap(),
+                    (
+                        p["available"].as_i64().unwrap(),
+                        p["reserved"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn payments(&self) -> Vec<Value> {
+        let payments: Value = self
+            .client
+            .get(self.api("/api/payments"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        payments.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, mut child) in self.children.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn item(product: i64, quantity: i64, price: &str) -> Value {
+    json!({ "productId": product, "quantity": quantity, "unitPrice": price })
+}

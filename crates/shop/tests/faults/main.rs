@@ -1,0 +1,152 @@
+//! Fault drills of SYSTEM.md §6 on the real processes: SIGKILLed services, Kafka stopped,
+//! PostgreSQL restarted. These stop shared servers, so they live in a test binary of their own
+//! (cargo runs test binaries one after another) and run one at a time.
+
+// Test helpers may unwrap: a failure is the test failing, with its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::common::invariants::{check, snapshot};
+use crate::common::stack::{Stack, item};
+
+/// One drill at a time: each stops something the others need.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// I4 after a fault: every order settles within 30 s of recovery.
+const AFTER_RECOVERY: Duration = Duration::from_secs(30);
+
+fn dev(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
+    let status = Command::new(script).args(args).status().unwrap();
+    assert!(status.success(), "./dev {args:?} failed");
+}
+
+/// Starts a server again when the drill ends, even if it failed half-way.
+struct Restart(&'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        dev(&["start", self.0]);
+    }
+}
+
+async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
+    let customer = Uuid::new_v4();
+    for i in 0..n {
+        let items = if i % 7 == 3 {
+            json!([item(3, 30, "1.00")])
+        } else {
+            json!([item(1 + (i % 3) as i64, 1, "9.99")])
+        };
+        let order = stack.place(customer, items).await;
+        ids.push(order["orderId"].as_str().unwrap().to_owned());
+    }
+}
+
+async fn settle_and_check(stack: &Stack, ids: &[String]) {
+    for id in ids {
+        stack.settled(id, AFTER_RECOVERY).await;
+    }
+    test_support::eventually(AFTER_RECOVERY, "reservations to settle", || async {
+        Ok(stack
+            .stock()
+            .await
+            .values()
+            .all(|(_, reserved)| *reserved == 0)
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    check(&snapshot(stack, ids).await);
+}
+
+#[tokio::test]
+async fn services_killed_with_sigkill_mid_saga_lose_and_double_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start().await;
+    let mut ids = Vec::new();
+    place_some(&stack, 40, &mut ids).await;
+    // Kill the saga's consumers and relays while messages are in flight, place more meanwhile.
+    stack.kill("stock");
+    stack.kill("payment");
+    place_some(&stack, 40, &mut ids).await;
+    stack.spawn("stock").await;
+    stack.kill("order");
+    stack.spawn("order").await;
+    place_some(&stack, 20, &mut ids).await;
+    stack.spawn("payment").await;
+    stack.kill("stock");
+    stack.spawn("stock").await;
+    settle_and_check(&stack, &ids).await;
+}
+
+#[tokio::test]
+async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::start().await;
+    let mut ids = Vec::new();
+    place_some(&stack, 10, &mut ids).await;
+    dev(&["stop", "kafka"]);
+    let restart = Restart("kafka");
+    let mut during = Vec::new();
+    place_some(&stack, 20, &mut during).await;
+    for id in &during {
+        assert_eq!(
+            stack.order(id).await["status"],
+            "pending",
+            "nothing can move without Kafka"
+        );
+    }
+    drop(restart);
+    ids.extend(during);
+    settle_and_check(&stack, &ids).await;
+}
+
+#[tokio::test]
+async fn services_reconnect_after_postgres_restarts() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::start().await;
+    let mut ids = Vec::new();
+    place_some(&stack, 10, &mut ids).await;
+    dev(&["stop", "postgres"]);
+    let restart = Restart("postgres");
+    // While it is down the API answers with a problem document, not a hang or a crash.
+    let response = stack
+        .client
+        .post(stack.api("/api/orders"))
+        .json(&json!({ "customerId": Uuid::new_v4(), "items": [item(1, 1, "1.00")] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    drop(restart);
+    test_support::eventually(AFTER_RECOVERY, "the API to accept orders again", || async {
+        let response = stack
+            .client
+            .post(stack.api("/api/orders"))
+            .json(&json!({ "customerId": Uuid::new_v4(), "items": [item(2, 1, "1.00")] }))
+            .send()
+            .await?;
+        if response.status().as_u16() != 201 {
+            return Ok(None);
+        }
+        let order: serde_json::Value = response.json().await?;
+        Ok(Some(
+            order["orderId"].as_str().unwrap_or_default().to_owned(),
+        ))
+    })
+    .await
+    .map(|id| ids.push(id))
+    .unwrap();
+    place_some(&stack, 10, &mut ids).await;
+    settle_and_check(&stack, &ids).await;
+}

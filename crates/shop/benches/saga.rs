@@ -3,7 +3,8 @@
 //! rate. Every component runs as its own release process, as `./dev up` runs them.
 //!
 //! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
-//! of each phase and step (default 10).
+//! of each phase and step (default 10), `BENCH_DIRECT=1` bypasses the gateway, and the
+//! components inherit the environment (so `TOKIO_WORKER_THREADS=1` sizes their runtimes).
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path.
@@ -27,6 +28,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Through the gateway, as a client would; `BENCH_DIRECT=1` goes straight to the order service.
+fn orders_url(stack: &Stack) -> String {
+    if std::env::var_os("BENCH_DIRECT").is_some() {
+        stack.url("order", "/api/orders")
+    } else {
+        stack.api("/api/orders")
+    }
+}
+
 async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<()> {
     let items = json!([
         { "productId": 1 + (n % 3) as i64, "quantity": 1, "unitPrice": "19.99" },
@@ -34,7 +44,7 @@ async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<()> {
     ]);
     let response = stack
         .client
-        .post(stack.api("/api/orders"))
+        .post(orders_url(stack))
         .json(&json!({ "customerId": customer, "items": items }))
         .send()
         .await?;

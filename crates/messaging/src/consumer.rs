@@ -140,6 +140,15 @@ pub trait Handler: Send + Sync + 'static {
         conn: &'a mut PgConnection,
         message: &'a IncomingMessage,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+
+    /// Whether the message is of a *known* type this handler has nothing to do with (a topic
+    /// carries more facts than each reader needs). Such messages are passed over without a
+    /// transaction or an inbox row: there is no effect to apply once. Unknown types must not be
+    /// ignored here, so that they still reach the handler and the dead-letter topic.
+    fn ignores(&self, message: &IncomingMessage) -> bool {
+        let _ = message;
+        false
+    }
 }
 
 /// In-process counters of one consumer, mirrored by the `messages_*_total{consumer}` metrics.
@@ -405,17 +414,27 @@ async fn partition_task<H: Handler>(
 impl<H: Handler> Shared<H> {
     async fn process(
         &self,
-        batch: &[Envelope],
+        all: &[Envelope],
         kafka: &KafkaConsumer,
         shutdown: &mut Shutdown,
     ) -> Result<(), Stopped> {
+        let batch: Vec<&Envelope> = all
+            .iter()
+            .filter(|e| !matches!(&e.parsed, Ok(m) if self.handler.ignores(m)))
+            .collect();
+        if batch.is_empty() {
+            if let Some(last) = all.last() {
+                store_offset(kafka, last);
+            }
+            return Ok(());
+        }
         if batch.len() > 1 {
-            match self.apply_batch(batch).await {
+            match self.apply_batch(&batch).await {
                 Ok(poison) => {
                     for (envelope, reason) in poison {
                         self.dead_letter(envelope, &reason, shutdown).await?;
                     }
-                    if let Some(last) = batch.last() {
+                    if let Some(last) = all.last() {
                         store_offset(kafka, last);
                     }
                     return Ok(());
@@ -426,9 +445,13 @@ impl<H: Handler> Shared<H> {
                 }
             }
         }
-        for envelope in batch {
+        for envelope in &batch {
             self.process_one(envelope, shutdown).await?;
             store_offset(kafka, envelope);
+        }
+        // Ignored messages after the last applied one.
+        if let Some(last) = all.last() {
+            store_offset(kafka, last);
         }
         Ok(())
     }
@@ -437,7 +460,7 @@ impl<H: Handler> Shared<H> {
     /// (invalid before any handler ran); any handler or database error rolls everything back.
     async fn apply_batch<'b>(
         &self,
-        batch: &'b [Envelope],
+        batch: &[&'b Envelope],
     ) -> Result<Vec<(&'b Envelope, String)>, HandlerError> {
         let ids: Vec<Uuid> = batch
             .iter()
@@ -457,7 +480,7 @@ impl<H: Handler> Shared<H> {
         .collect();
         let mut poison = Vec::new();
         let (mut processed, mut duplicates) = (0, 0);
-        for envelope in batch {
+        for &envelope in batch {
             match &envelope.parsed {
                 Err(reason) => poison.push((envelope, reason.clone())),
                 // `remove`: a message twice in one batch is applied only the first time.

@@ -15,6 +15,12 @@ use crate::domain::{Command, OrderId};
 pub struct SagaHandler;
 
 impl Handler for SagaHandler {
+    /// A released reservation is the end of a compensation the order already failed for.
+    fn ignores(&self, message: &IncomingMessage) -> bool {
+        use contracts::Contract;
+        message.message_type == contracts::stock::StockReleased::TYPE
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -16,6 +16,19 @@ pub struct PaymentHandler {
 }
 
 impl Handler for PaymentHandler {
+    /// Of the orders topic, only payment requests concern payment.
+    fn ignores(&self, message: &IncomingMessage) -> bool {
+        use contracts::Contract;
+        use contracts::orders::{OrderCompleted, OrderFailed, OrderLinesChanged, OrderPlaced};
+        [
+            OrderPlaced::TYPE,
+            OrderLinesChanged::TYPE,
+            OrderCompleted::TYPE,
+            OrderFailed::TYPE,
+        ]
+        .contains(&message.message_type.as_str())
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -16,6 +16,14 @@ use crate::reservations::{self, Held};
 pub struct StockHandler;
 
 impl Handler for StockHandler {
+    /// Payment requests and captures change nothing in stock.
+    fn ignores(&self, message: &IncomingMessage) -> bool {
+        use contracts::Contract;
+        use contracts::orders::PaymentRequested;
+        use contracts::payments::PaymentCaptured;
+        [PaymentRequested::TYPE, PaymentCaptured::TYPE].contains(&message.message_type.as_str())
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -115,13 +115,13 @@ async fn open_loop(
     Ok(start)
 }
 
-/// Saturation: the highest offered rate the saga keeps up with. Rates grow by half each step;
-/// a step is kept up with when, by the end of its schedule, at least 95% of the orders placed
-/// in it have completed (the rest are the few still in flight).
+/// Saturation: the highest offered rate the saga keeps up with. Rates grow by half each step
+/// until one is not kept up with, then two bisection steps narrow the gap. A step is kept up
+/// with when, by the end of its schedule, at least 95% of the orders placed in it have
+/// completed (the rest are the few still in flight).
 async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::Result<f64> {
-    let mut rate = 50.0;
-    let mut sustained: f64 = 0.0;
-    loop {
+    // Completed orders per second at `rate`, if the saga kept up with it.
+    let step = |rate: f64| async move {
         let start = open_loop(stack, rate, seconds).await?;
         let end = chrono::Utc::now();
         let completed = completions(pool, start, end).await? as f64;
@@ -132,12 +132,22 @@ async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::
         eprintln!(
             "  offered {rate:>5.0}/s: {completed:>6.0} of {offered:>6.0} completed within the run ({elapsed:.1} s)"
         );
-        if !kept_up {
-            return Ok(sustained);
-        }
-        sustained = completed / elapsed;
-        rate *= 1.5;
+        anyhow::Ok(kept_up.then_some(completed / elapsed))
+    };
+    let (mut good, mut sustained) = (0.0, 0.0);
+    let mut bad = 50.0;
+    while let Some(done) = step(bad).await? {
+        (good, sustained) = (bad, done);
+        bad *= 1.5;
     }
+    for _ in 0..2 {
+        let middle = (good + bad) / 2.0;
+        match step(middle).await? {
+            Some(done) => (good, sustained) = (middle, done),
+            None => bad = middle,
+        }
+    }
+    Ok(sustained)
 }
 
 /// Open loop at `rate` orders/s for `seconds`; returns placed→completed latencies in ms.

@@ -194,6 +194,12 @@ impl Relay {
             .fetch_one(&mut conn)
             .await?;
         if got {
+            // This session only marks rows published and deletes old ones. Neither needs to
+            // wait for the WAL flush: a mark lost in a crash only republishes its row, which
+            // consumers dedupe, and a lost delete is done again by the next clean-up.
+            sqlx::query("SET synchronous_commit = off")
+                .execute(&mut conn)
+                .await?;
             tracing::info!("outbox relay took the lease");
             self.lease = Some(conn);
         } else {

@@ -45,12 +45,11 @@ impl<H: Handler> Service<H> {
         crate::topics::ensure(&settings.kafka, &crate::topics::ALL)
             .await
             .context("creating the Kafka topics")?;
-        let server = Server::bind(
-            &settings.http,
-            definition.port,
-            (definition.routes)(pool.clone()),
-        )
-        .await?;
+        let routes = (definition.routes)(pool.clone()).route(
+            "/health/ready",
+            axum::routing::get(ready).with_state(pool.clone()),
+        );
+        let server = Server::bind(&settings.http, definition.port, routes).await?;
         let relay = Relay::new(&settings.kafka, pool.clone(), RelayConfig::default())?;
         let consumer = Consumer::new(
             &settings.kafka,
@@ -115,4 +114,11 @@ impl<H: Handler> Service<H> {
         })
         .await
     }
+}
+
+/// A service is ready when its database answers (`platform::health` adds the Kafka probe's state).
+async fn ready(
+    axum::extract::State(pool): axum::extract::State<PgPool>,
+) -> axum::response::Response {
+    platform::health::readiness(&[platform::health::postgres(&pool).await])
 }

@@ -27,7 +27,6 @@ pub struct AppState {
 pub fn routes(pool: PgPool) -> Router {
     let state = AppState { pool };
     Router::new()
-        .route("/health/ready", get(ready))
         .route("/api/orders", post(place_order))
         .route("/api/orders/{order_id}", get(get_order))
         .route("/api/orders/{order_id}/events", get(get_events))
@@ -376,10 +375,6 @@ async fn remove_item(
     .await
     .map_err(command_problem)?;
     order_view(&executed).map(axum::Json)
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    platform::health::readiness(&[platform::health::postgres(&state.pool).await])
 }
 
 // --- helpers --------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use platform::http::Problem;
@@ -30,7 +29,6 @@ pub struct PaymentView {
 pub fn routes(pool: PgPool) -> Router {
     Router::new()
         .route("/api/payments", get(list))
-        .route("/health/ready", get(ready))
         .with_state(pool)
 }
 
@@ -57,10 +55,6 @@ async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<PaymentView>>
         tracing::warn!(error = %e, "listing payments failed");
         Problem::unavailable("the payment store is unavailable")
     })
-}
-
-async fn ready(State(pool): State<PgPool>) -> Response {
-    platform::health::readiness(&[platform::health::postgres(&pool).await])
 }
 
 /// The OpenAPI document of `/api/payments`, merged into the system's by the gateway.

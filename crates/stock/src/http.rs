@@ -2,7 +2,6 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::response::Response;
 use axum::routing::get;
 use platform::http::Problem;
 use serde::Serialize;
@@ -21,7 +20,6 @@ pub struct StockView {
 pub fn routes(pool: PgPool) -> Router {
     Router::new()
         .route("/api/stock", get(list))
-        .route("/health/ready", get(ready))
         .with_state(pool)
 }
 
@@ -45,10 +43,6 @@ async fn list(State(pool): State<PgPool>) -> Result<axum::Json<Vec<StockView>>, 
             tracing::warn!(error = %e, "listing stock failed");
             Problem::unavailable("the stock store is unavailable")
         })
-}
-
-async fn ready(State(pool): State<PgPool>) -> Response {
-    platform::health::readiness(&[platform::health::postgres(&pool).await])
 }
 
 /// The OpenAPI document of `/api/stock`, merged into the system's by the gateway.

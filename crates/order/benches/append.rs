@@ -176,12 +176,24 @@ async fn main() -> anyhow::Result<()> {
         "{:<24} {:>10} {:>10} {:>10}",
         "store", "1 writer", "8", "32"
     );
-    let mut results = Vec::new();
-    for store in [Store::Ours, Store::PostgresEs, Store::PlainInsert] {
-        let mut row = Vec::new();
-        for writers in WRITERS {
-            row.push(measure(store, writers, &pool, &es, Duration::from_secs(seconds)).await?);
+    // Cells are interleaved (each writer count runs every store, in a rotating order), so no
+    // store always runs first on a fresh table or last after the others filled the WAL.
+    let stores = [Store::Ours, Store::PostgresEs, Store::PlainInsert];
+    let mut results = vec![vec![0.0; WRITERS.len()]; stores.len()];
+    for (column, writers) in WRITERS.into_iter().enumerate() {
+        for turn in 0..stores.len() {
+            let row = (turn + column) % stores.len();
+            results[row][column] = measure(
+                stores[row],
+                writers,
+                &pool,
+                &es,
+                Duration::from_secs(seconds),
+            )
+            .await?;
         }
+    }
+    for (store, row) in stores.iter().zip(&results) {
         println!(
             "{:<24} {:>10.0} {:>10.0} {:>10.0}",
             store.name(),
@@ -189,7 +201,6 @@ async fn main() -> anyhow::Result<()> {
             row[1],
             row[2]
         );
-        results.push(row);
     }
     let ratio = |a: &[f64], b: &[f64]| -> Vec<String> {
         a.iter()

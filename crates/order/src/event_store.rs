@@ -104,13 +104,14 @@ pub async fn append(
         .map(|e| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
 
-    let result = sqlx::query_as(&format!(
+    // Only what the database decides comes back; the rest is what we sent.
+    let result: Result<Vec<Assigned>, sqlx::Error> = sqlx::query_as(
         "INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
          SELECT $1, v, t, s, p, m
          FROM UNNEST($2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[]) AS u(v, t, s, p, m)
          ORDER BY v
-         RETURNING {COLUMNS}"
-    ))
+         RETURNING version, recorded_at, global_position, transaction_id::text::int8",
+    )
     .bind(stream_id)
     .bind(&versions)
     .bind(&types)
@@ -121,10 +122,28 @@ pub async fn append(
     .await;
 
     match result {
-        Ok(mut recorded) => {
+        Ok(mut rows) => {
             // RETURNING makes no promise about row order.
-            recorded.sort_by_key(|e: &RecordedEvent| e.version);
-            Ok(recorded)
+            rows.sort_by_key(|row| row.0);
+            Ok(rows
+                .into_iter()
+                .zip(events)
+                .map(
+                    |((version, recorded_at, global_position, transaction_id), event)| {
+                        RecordedEvent {
+                            stream_id,
+                            version,
+                            event_type: event.event_type.to_owned(),
+                            schema_version: event.schema_version,
+                            payload: event.payload.clone(),
+                            metadata: sqlx::types::Json(event.metadata.clone()),
+                            recorded_at,
+                            global_position,
+                            transaction_id,
+                        }
+                    },
+                )
+                .collect())
         }
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("events_stream_version") => {
             Err(AppendError::Conflict {
@@ -135,6 +154,10 @@ pub async fn append(
         Err(e) => Err(e.into()),
     }
 }
+
+/// What the database assigns to an appended row: version, recorded_at, global position and
+/// transaction id.
+type Assigned = (i32, DateTime<Utc>, i64, i64);
 
 const COLUMNS: &str = "stream_id, version, event_type, schema_version, payload, metadata, \
                        recorded_at, global_position, transaction_id::text::int8 AS transaction_id";

@@ -3,32 +3,13 @@
 //! binary, serialised, with a guard that restarts Kafka however the test ends.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use messaging::service::Service;
 use serde_json::Value;
-use test_support::{TestDatabase, eventually};
+use test_support::{Stopped, TestDatabase, eventually};
 
 static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn dev(args: &[&str]) -> bool {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
-    Command::new("bash")
-        .arg(script)
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts Kafka again when dropped, even when the test panicked.
-struct RestartKafka;
-
-impl Drop for RestartKafka {
-    fn drop(&mut self) {
-        assert!(dev(&["start", "kafka"]), "./dev start kafka failed");
-    }
-}
 
 fn kafka_of(body: &Value) -> Option<bool> {
     body["dependencies"]
@@ -76,8 +57,7 @@ async fn readiness_is_503_while_kafka_is_stopped_and_200_once_it_is_back() {
             .any(|d| d["name"] == "postgres")
     );
 
-    let guard = RestartKafka;
-    assert!(dev(&["stop", "kafka"]), "./dev stop kafka failed");
+    let guard = Stopped::server("kafka");
     let body = eventually(Duration::from_secs(20), "503 with Kafka down", || {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -90,7 +70,7 @@ async fn readiness_is_503_while_kafka_is_stopped_and_200_once_it_is_back() {
     assert_eq!(kafka_of(&body), Some(false), "{body}");
     assert_eq!(body["status"], "unavailable");
 
-    drop(guard); // starts Kafka and waits until it answers
+    guard.restart(); // starts Kafka and waits until it answers
     eventually(
         Duration::from_secs(60),
         "ready again with Kafka back",

@@ -5,40 +5,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{World, commit, fast_relay_config, message};
 use messaging::Relay;
-use test_support::{eventually, unique};
+use test_support::{Stopped, eventually, unique};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn dev(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
-    let status = Command::new(script)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("running ./dev");
-    assert!(status.success(), "dev {args:?} failed");
-}
-
-/// Starts Kafka again when dropped, so a failing test never leaves it down.
-struct KafkaStopped;
-
-impl KafkaStopped {
-    fn stop() -> Self {
-        dev(&["stop", "kafka"]);
-        KafkaStopped
-    }
-}
-
-impl Drop for KafkaStopped {
-    fn drop(&mut self) {
-        dev(&["start", "kafka"]);
-    }
-}
 
 /// Kills the child with SIGKILL when dropped.
 struct Process(Child);
@@ -71,7 +45,7 @@ async fn nothing_written_while_kafka_is_down_is_lost() {
 
     let mut ids = Vec::new();
     {
-        let _down = KafkaStopped::stop();
+        let _down = Stopped::server("kafka");
         for chunk in common::messages(200, 10).chunks(20) {
             ids.extend(commit(world.pool(), chunk).await);
         }

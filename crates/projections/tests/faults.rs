@@ -8,39 +8,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{SETTLE, World, expected_reports, load};
-use test_support::eventually;
+use test_support::{Stopped, eventually};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn dev(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
-    let status = Command::new(script)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("running ./dev");
-    assert!(status.success(), "dev {args:?} failed");
-}
-
-/// Starts the server again when dropped, so a failing test never leaves it down.
-struct Stopped(&'static str);
-
-impl Stopped {
-    fn stop(server: &'static str) -> Self {
-        dev(&["stop", server]);
-        Stopped(server)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        dev(&["start", self.0]);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_during_load_then_the_products_report_catches_up() {
@@ -49,7 +22,7 @@ async fn redis_down_during_load_then_the_products_report_catches_up() {
     load(world.pool(), 30).await;
     world.assert_reports_exact(SETTLE).await;
     {
-        let _down = Stopped::stop("redis");
+        let _down = Stopped::server("redis");
         // The write side and the saga go on.
         load(world.pool(), 60).await;
         // The MongoDB projection is not held back by Redis.
@@ -76,7 +49,7 @@ async fn mongodb_down_during_load_then_the_orders_report_catches_up() {
     load(world.pool(), 30).await;
     world.assert_reports_exact(SETTLE).await;
     {
-        let _down = Stopped::stop("mongodb");
+        let _down = Stopped::server("mongodb");
         load(world.pool(), 60).await;
         let (expected_products, _) = expected_reports(world.pool()).await;
         eventually(SETTLE, "the products report while MongoDB is down", || {

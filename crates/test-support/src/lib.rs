@@ -108,3 +108,36 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs the repository's `./dev ARGS` (fault drills stop and start servers with it), failing
+/// the test if it fails.
+pub fn dev(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
+    let status = std::process::Command::new(script)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running ./dev");
+    assert!(status.success(), "./dev {args:?} failed");
+}
+
+/// A server stopped with `./dev stop`; dropping it starts the server again, so a failing drill
+/// never leaves it down for the tests after it.
+#[must_use = "the server starts again when this is dropped"]
+pub struct Stopped(&'static str);
+
+impl Stopped {
+    pub fn server(name: &'static str) -> Self {
+        dev(&["stop", name]);
+        Stopped(name)
+    }
+
+    /// Starts the server again now.
+    pub fn restart(self) {}
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        dev(&["start", self.0]);
+    }
+}

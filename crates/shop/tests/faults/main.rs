@@ -8,10 +8,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use test_support::Stopped;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -23,21 +23,6 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// I4 after a fault: every order settles within 30 s of recovery.
 const AFTER_RECOVERY: Duration = Duration::from_secs(30);
-
-fn dev(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev");
-    let status = Command::new(script).args(args).status().unwrap();
-    assert!(status.success(), "./dev {args:?} failed");
-}
-
-/// Starts a server again when the drill ends, even if it failed half-way.
-struct Restart(&'static str);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        dev(&["start", self.0]);
-    }
-}
 
 async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
     let customer = Uuid::new_v4();
@@ -95,8 +80,7 @@ async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns()
     let stack = Stack::start().await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
-    dev(&["stop", "kafka"]);
-    let restart = Restart("kafka");
+    let kafka = Stopped::server("kafka");
     let mut during = Vec::new();
     place_some(&stack, 20, &mut during).await;
     for id in &during {
@@ -106,7 +90,7 @@ async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns()
             "nothing can move without Kafka"
         );
     }
-    drop(restart);
+    kafka.restart();
     ids.extend(during);
     settle_and_check(&stack, &ids).await;
 }
@@ -117,8 +101,7 @@ async fn services_reconnect_after_postgres_restarts() {
     let stack = Stack::start().await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
-    dev(&["stop", "postgres"]);
-    let restart = Restart("postgres");
+    let postgres = Stopped::server("postgres");
     // While it is down the API answers with a problem document, not a hang or a crash.
     let response = stack
         .client
@@ -128,7 +111,7 @@ async fn services_reconnect_after_postgres_restarts() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 503);
-    drop(restart);
+    postgres.restart();
     test_support::eventually(AFTER_RECOVERY, "the API to accept orders again", || async {
         let response = stack
             .client

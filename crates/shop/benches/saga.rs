@@ -3,7 +3,8 @@
 //! rate. Every component runs as its own release process, as `./dev up` runs them.
 //!
 //! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
-//! of each phase and step (default 10), `BENCH_DIRECT=1` bypasses the gateway, and the
+//! of each phase and step (default 10), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N`
+//! runs one phase at N orders/s instead of the search (for profiling), and the
 //! components inherit the environment (so `TOKIO_WORKER_THREADS=1` sizes their runtimes).
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
@@ -158,6 +159,15 @@ async fn latency_at(
     seconds: f64,
 ) -> anyhow::Result<Vec<f64>> {
     let start = open_loop(stack, rate, seconds).await?;
+    latency_at_window(pool, start).await
+}
+
+/// Waits for every order to settle, then returns placed→completed latencies in ms of the orders
+/// placed since `start`.
+async fn latency_at_window(
+    pool: &PgPool,
+    start: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<f64>> {
     drain(pool).await?;
     let mut latencies: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM (t.recorded_at - p.recorded_at))::float8 * 1000
@@ -199,6 +209,23 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up: connections, consumer assignments, caches.
     open_loop(&stack, 50.0, 2.0).await?;
     drain(&orders).await?;
+
+    if let Ok(rate) = std::env::var("BENCH_RATE") {
+        // One phase at a fixed rate, for profiling a component under a known load.
+        let rate: f64 = rate.parse()?;
+        let start = chrono::Utc::now();
+        open_loop(&stack, rate, seconds).await?;
+        let end = chrono::Utc::now();
+        let completed = completions(&orders, start, end).await?;
+        let latencies = latency_at_window(&orders, start).await?;
+        println!(
+            "offered {rate:.0}/s for {seconds} s: {completed} completed within the run; p50 {:.1} p95 {:.1} p99 {:.1} ms",
+            percentile(&latencies, 0.50),
+            percentile(&latencies, 0.95),
+            percentile(&latencies, 0.99),
+        );
+        return Ok(());
+    }
 
     let saturated = saturation(&stack, &orders, seconds).await?;
     println!(

@@ -1,19 +1,124 @@
 //! What the stock service does with each message. Runs inside the idempotent consumer's
-//! transaction: the reservation change, the reply in the outbox and the inbox row commit
+//! transaction: the reservation changes, the replies in the outbox and the inbox rows commit
 //! together.
+//!
+//! Every message of a micro-batch is decided against one [`Ledger`]: the batch reads its
+//! reservations and products once, under the stock lock, and writes once. All stock messages
+//! contend for the same few product rows, so this keeps the serialised part of each transaction
+//! to a handful of round trips however many messages it carries.
 
 use contracts::orders::OrderMessage;
 use contracts::payments::PaymentMessage;
 use contracts::stock::{StockReleased, StockReservationFailed, StockReserved};
 use contracts::topics;
-use messaging::consumer::{Handler, HandlerError, IncomingMessage};
+use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
 use messaging::outbox::{self, Metadata, OutgoingMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::reservations::{self, Held};
+use crate::reservations::{Held, Ledger};
 
 pub struct StockHandler;
+
+/// What a message asks of stock.
+enum Action {
+    Hold {
+        order_id: Uuid,
+        revision: u32,
+        lines: Vec<contracts::Line>,
+    },
+    Release(Uuid),
+    Commit(Uuid),
+}
+
+impl Action {
+    fn of(message: &IncomingMessage) -> Result<Option<Self>, HandlerError> {
+        Ok(match message.topic.as_str() {
+            topics::ORDERS => match message.decode(OrderMessage::decode)? {
+                OrderMessage::OrderPlaced(m) => Some(Self::Hold {
+                    order_id: m.order_id,
+                    revision: m.revision,
+                    lines: m.lines,
+                }),
+                OrderMessage::OrderLinesChanged(m) => Some(Self::Hold {
+                    order_id: m.order_id,
+                    revision: m.revision,
+                    lines: m.lines,
+                }),
+                OrderMessage::OrderCompleted(m) => Some(Self::Commit(m.order_id)),
+                // Defensive: a failed order holds nothing, whatever the reason.
+                OrderMessage::OrderFailed(m) => Some(Self::Release(m.order_id)),
+                OrderMessage::PaymentRequested(_) => None,
+            },
+            topics::PAYMENTS => match message.decode(PaymentMessage::decode)? {
+                // Compensation: the payment failed, so the order will; its stock goes back.
+                PaymentMessage::PaymentDeclined(m) => Some(Self::Release(m.order_id)),
+                PaymentMessage::PaymentCaptured(_) => None,
+            },
+            other => {
+                return Err(HandlerError::Permanent(format!(
+                    "stock does not consume {other}"
+                )));
+            }
+        })
+    }
+
+    fn order_id(&self) -> Uuid {
+        match self {
+            Self::Hold { order_id, .. } | Self::Release(order_id) | Self::Commit(order_id) => {
+                *order_id
+            }
+        }
+    }
+
+    /// Decides the action in `ledger`; returns the reply to publish, if any.
+    fn apply(&self, ledger: &mut Ledger, cause: &Metadata) -> Option<OutgoingMessage> {
+        let meta = || Metadata::caused_by(cause, chrono::Utc::now());
+        match self {
+            Self::Hold {
+                order_id,
+                revision,
+                lines,
+            } => {
+                let (order_id, revision) = (*order_id, *revision);
+                match ledger.hold(order_id, revision, lines) {
+                    Held::Ignored => None,
+                    Held::Reserved => Some(OutgoingMessage::new(
+                        order_id,
+                        &StockReserved { order_id, revision },
+                        meta(),
+                    )),
+                    Held::Failed {
+                        reason,
+                        product_ids,
+                    } => Some(OutgoingMessage::new(
+                        order_id,
+                        &StockReservationFailed {
+                            order_id,
+                            revision,
+                            reason,
+                            product_ids,
+                        },
+                        meta(),
+                    )),
+                }
+            }
+            Self::Release(order_id) => ledger.release(*order_id).then(|| {
+                OutgoingMessage::new(
+                    *order_id,
+                    &StockReleased {
+                        order_id: *order_id,
+                    },
+                    meta(),
+                )
+            }),
+            Self::Commit(order_id) => {
+                ledger.commit(*order_id);
+                None
+            }
+        }
+    }
+}
 
 impl Handler for StockHandler {
     /// Payment requests and captures change nothing in stock.
@@ -29,78 +134,47 @@ impl Handler for StockHandler {
         conn: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        let meta = Metadata::caused_by(&message.metadata, chrono::Utc::now());
-        let reply = match message.topic.as_str() {
-            topics::ORDERS => match message.decode(OrderMessage::decode)? {
-                OrderMessage::OrderPlaced(m) => {
-                    hold(conn, m.order_id, m.revision, &m.lines, meta).await?
-                }
-                OrderMessage::OrderLinesChanged(m) => {
-                    hold(conn, m.order_id, m.revision, &m.lines, meta).await?
-                }
-                OrderMessage::OrderCompleted(m) => {
-                    reservations::commit(conn, m.order_id).await?;
-                    None
-                }
-                // Defensive: a failed order holds nothing, whatever the reason.
-                OrderMessage::OrderFailed(m) => release(conn, m.order_id, meta).await?,
-                OrderMessage::PaymentRequested(_) => None,
-            },
-            topics::PAYMENTS => match message.decode(PaymentMessage::decode)? {
-                // Compensation: the payment failed, so the order will; its stock goes back.
-                PaymentMessage::PaymentDeclined(m) => release(conn, m.order_id, meta).await?,
-                PaymentMessage::PaymentCaptured(_) => None,
-            },
-            other => {
-                return Err(HandlerError::Permanent(format!(
-                    "stock does not consume {other}"
-                )));
-            }
+        let traced = Traced {
+            message,
+            span: tracing::Span::current(),
         };
-        if let Some(reply) = reply {
-            outbox::enqueue(conn, &[reply]).await?;
+        self.handle_batch(conn, std::slice::from_ref(&traced)).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Traced<'_>],
+    ) -> Result<(), HandlerError> {
+        let mut actions = Vec::with_capacity(messages.len());
+        for traced in messages {
+            if let Some(action) = Action::of(traced.message)? {
+                actions.push((action, traced));
+            }
+        }
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let orders: Vec<Uuid> = actions.iter().map(|(a, _)| a.order_id()).collect();
+        let products: Vec<i64> = actions
+            .iter()
+            .filter_map(|(a, _)| match a {
+                Action::Hold { lines, .. } => Some(lines.iter().map(|l| l.product_id)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut ledger = Ledger::load(conn, &orders, &products).await?;
+        let mut replies = Vec::new();
+        for (action, traced) in &actions {
+            // Decided in the message's span, so that its reply continues the message's trace.
+            let _entered = traced.span.enter();
+            replies.extend(action.apply(&mut ledger, &traced.message.metadata));
+        }
+        ledger.save(conn).await?;
+        if !replies.is_empty() {
+            outbox::enqueue(conn, &replies).await?;
         }
         Ok(())
     }
-}
-
-async fn hold(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    revision: u32,
-    lines: &[contracts::Line],
-    meta: Metadata,
-) -> Result<Option<OutgoingMessage>, HandlerError> {
-    Ok(
-        match reservations::hold(conn, order_id, revision, lines).await? {
-            Held::Ignored => None,
-            Held::Reserved => Some(OutgoingMessage::new(
-                order_id,
-                &StockReserved { order_id, revision },
-                meta,
-            )),
-            Held::Failed {
-                reason,
-                product_ids,
-            } => Some(OutgoingMessage::new(
-                order_id,
-                &StockReservationFailed {
-                    order_id,
-                    revision,
-                    reason,
-                    product_ids,
-                },
-                meta,
-            )),
-        },
-    )
-}
-
-async fn release(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    meta: Metadata,
-) -> Result<Option<OutgoingMessage>, HandlerError> {
-    let released = reservations::release(conn, order_id).await?;
-    Ok(released.then(|| OutgoingMessage::new(order_id, &StockReleased { order_id }, meta)))
 }

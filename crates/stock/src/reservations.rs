@@ -1,12 +1,24 @@
 //! Reservations: an order's lines are held all together or not at all.
 //!
-//! Every function runs inside the caller's transaction (the consumer's, with its inbox row), so
-//! a reservation and the message announcing it commit together. All stock transactions first
-//! take one transaction-scoped advisory lock: stock work is serialised. That costs little (the
-//! consumer applies many messages per transaction) and rules out deadlocks between batches that
-//! touch the same hot products in different orders.
+//! The rules live in [`Ledger`], in memory: it starts from what a transaction read and applies
+//! one message after another, so a whole micro-batch of messages costs the same few round trips
+//! as one message:
+//!
+//! 1. read the batch's reservations and their lines ([`Ledger::load`]), outside any lock;
+//! 2. take the stock lock, one transaction-scoped advisory lock, and read what is available of
+//!    every product involved;
+//! 3. decide each message in memory ([`Ledger::hold`], [`Ledger::release`], [`Ledger::commit`]);
+//! 4. write every change in one statement ([`Ledger::save`]), guarded by what step 1 read.
+//!
+//! Everything runs inside the caller's transaction (the consumer's, with its inbox rows), so the
+//! changes and the messages announcing them commit together. The lock serialises every change
+//! to product quantities: all-or-nothing checks read quantities no one else is changing, and
+//! batches that touch the same hot products in different orders cannot deadlock. It is held for
+//! steps 2 to 4 and the commit only. Reservations are read before the lock: only one consumer
+//! handles an order's messages, and if a rebalance ever let two race, the guard in step 4 fails
+//! the later one, whose transaction is then rolled back and retried.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use contracts::stock::ReservationFailure;
 use sqlx::PgConnection;
@@ -14,6 +26,9 @@ use uuid::Uuid;
 
 /// The key of the advisory lock that serialises stock transactions in this database.
 const STOCK_LOCK: i64 = 0x73_746f_636b; // "stock"
+
+/// Units per product.
+pub type Quantities = BTreeMap<i64, i64>;
 
 /// What `hold` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +44,83 @@ pub enum Held {
     Ignored,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Another transaction changed a reservation between this one's read and write.
+    #[error("a reservation changed concurrently")]
+    Concurrent,
+}
+
+/// Both kinds are worth a retry: the retry reads the reservations again.
+impl From<Error> for messaging::consumer::HandlerError {
+    fn from(e: Error) -> Self {
+        Self::Transient(Box::new(e))
+    }
+}
+
+/// The state of a reservation (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Its lines are held (moved from available to reserved).
+    Reserved,
+    /// The latest revision could not be held; nothing is held.
+    Failed,
+    /// Given back after the payment was declined (compensation). Final.
+    Released,
+    /// The order completed: the units left `reserved` for good (sold). Final.
+    Committed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Failed => "failed",
+            Self::Released => "released",
+            Self::Committed => "committed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Reserved,
+            Self::Failed,
+            Self::Released,
+            Self::Committed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+
+    fn is_final(self) -> bool {
+        matches!(self, Self::Released | Self::Committed)
+    }
+}
+
+/// An order's reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reservation {
+    revision: i32,
+    status: Status,
+    /// Units per product, as held while `Reserved` (and as sold once `Committed`).
+    lines: Quantities,
+}
+
+impl Reservation {
+    /// What the reservation holds right now.
+    fn held(&self) -> Quantities {
+        match self.status {
+            Status::Reserved => self.lines.clone(),
+            _ => Quantities::new(),
+        }
+    }
+}
+
 /// Quantities wanted per product: lines of one product (at several prices) add up.
-pub fn wanted(lines: &[contracts::Line]) -> BTreeMap<i64, i64> {
-    let mut wanted = BTreeMap::new();
+pub fn wanted(lines: &[contracts::Line]) -> Quantities {
+    let mut wanted = Quantities::new();
     for line in lines {
         *wanted.entry(line.product_id).or_insert(0) += i64::from(line.quantity);
     }
@@ -41,10 +130,10 @@ pub fn wanted(lines: &[contracts::Line]) -> BTreeMap<i64, i64> {
 /// The change per product that turns `held` into `wanted`, given what is `available` (products
 /// missing from `available` do not exist). Positive: take from available; negative: give back.
 pub fn plan(
-    wanted: &BTreeMap<i64, i64>,
-    held: &BTreeMap<i64, i64>,
-    available: &BTreeMap<i64, i64>,
-) -> Result<BTreeMap<i64, i64>, (ReservationFailure, Vec<i64>)> {
+    wanted: &Quantities,
+    held: &Quantities,
+    available: &Quantities,
+) -> Result<Quantities, (ReservationFailure, Vec<i64>)> {
     let unknown: Vec<i64> = wanted
         .keys()
         .filter(|p| !available.contains_key(p))
@@ -74,202 +163,308 @@ pub fn plan(
     }
 }
 
-async fn lock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(STOCK_LOCK)
-        .execute(conn)
+/// The reservations and product quantities one transaction works on, and its changes so far.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Each order's reservation as read (`None`: there was none): the guard of [`Ledger::save`].
+    read: HashMap<Uuid, Option<Reservation>>,
+    /// Reservations changed since, as they are now.
+    changed: BTreeMap<Uuid, Reservation>,
+    /// What is available now of the products read; a product missing here does not exist.
+    available: Quantities,
+    /// Units taken from `available` per product so far (negative: given back).
+    taken: Quantities,
+    /// Units added to `reserved` per product so far (negative: released or sold).
+    reserved: Quantities,
+}
+
+impl Ledger {
+    /// Starts from what is stored: the reservations of `orders`, and — under the stock lock,
+    /// taken here and held until the transaction ends — what is available of `products` and of
+    /// every product those reservations hold.
+    pub async fn load(
+        conn: &mut PgConnection,
+        orders: &[Uuid],
+        products: &[i64],
+    ) -> Result<Self, Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            order_id: Uuid,
+            revision: i32,
+            status: String,
+            products: Vec<i64>,
+            quantities: Vec<i32>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT order_id, revision, status, product_ids AS products, quantities
+             FROM reservations WHERE order_id = ANY($1)",
+        )
+        .bind(orders)
+        .fetch_all(&mut *conn)
         .await?;
-    Ok(())
-}
+        let mut ledger = Self {
+            read: orders.iter().map(|order| (*order, None)).collect(),
+            ..Self::default()
+        };
+        let mut involved: BTreeSet<i64> = products.iter().copied().collect();
+        for row in rows {
+            let status = Status::parse(&row.status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown reservation status {:?}", row.status).into())
+            })?;
+            involved.extend(&row.products);
+            let lines = (row.products.into_iter())
+                .zip(row.quantities.into_iter().map(i64::from))
+                .collect();
+            let reservation = Reservation {
+                revision: row.revision,
+                status,
+                lines,
+            };
+            ledger.read.insert(row.order_id, Some(reservation));
+        }
 
-async fn reservation(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Option<(i32, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT revision, status FROM reservations WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(conn)
-        .await
-}
-
-async fn held_lines(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<BTreeMap<i64, i64>, sqlx::Error> {
-    let rows: Vec<(i64, i32)> =
-        sqlx::query_as("SELECT product_id, quantity FROM reservation_lines WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_all(conn)
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(STOCK_LOCK)
+            .execute(&mut *conn)
             .await?;
-    Ok(rows.into_iter().map(|(p, q)| (p, i64::from(q))).collect())
-}
-
-/// Moves `delta` units per product from available to reserved (negative: back).
-async fn shift(conn: &mut PgConnection, deltas: &BTreeMap<i64, i64>) -> Result<(), sqlx::Error> {
-    if deltas.is_empty() {
-        return Ok(());
+        let involved: Vec<i64> = involved.into_iter().collect();
+        let rows: Vec<(i64, i32)> =
+            sqlx::query_as("SELECT product_id, available FROM products WHERE product_id = ANY($1)")
+                .bind(&involved)
+                .fetch_all(&mut *conn)
+                .await?;
+        ledger.available = rows.into_iter().map(|(p, a)| (p, i64::from(a))).collect();
+        Ok(ledger)
     }
-    let products: Vec<i64> = deltas.keys().copied().collect();
-    let amounts: Vec<i32> = deltas
-        .values()
-        .map(|d| i32::try_from(*d).unwrap_or(i32::MAX))
-        .collect();
-    sqlx::query(
-        "UPDATE products p SET available = p.available - d.delta, reserved = p.reserved + d.delta
-         FROM UNNEST($1::int8[], $2::int4[]) AS d(product_id, delta)
-         WHERE p.product_id = d.product_id",
-    )
-    .bind(&products)
-    .bind(&amounts)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
 
-async fn set_lines(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    lines: &BTreeMap<i64, i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM reservation_lines WHERE order_id = $1")
-        .bind(order_id)
-        .execute(&mut *conn)
+    /// The order's reservation as it stands in this ledger.
+    fn reservation(&self, order_id: Uuid) -> Option<&Reservation> {
+        self.changed
+            .get(&order_id)
+            .or_else(|| self.read.get(&order_id).and_then(Option::as_ref))
+    }
+
+    /// Records the order's new reservation and moves units: `take` leaves available, `reserve`
+    /// enters reserved (negative amounts go the other way).
+    fn change(
+        &mut self,
+        order_id: Uuid,
+        reservation: Reservation,
+        take: &Quantities,
+        reserve: &Quantities,
+    ) {
+        for (product, units) in take {
+            *self.available.entry(*product).or_insert(0) -= units;
+            *self.taken.entry(*product).or_insert(0) += units;
+        }
+        for (product, units) in reserve {
+            *self.reserved.entry(*product).or_insert(0) += units;
+        }
+        // An order first seen here (not loaded) was never read: its guard is "absent".
+        self.read.entry(order_id).or_insert(None);
+        self.changed.insert(order_id, reservation);
+    }
+
+    /// Makes the order's reservation hold exactly `lines` of `revision`: all of them, or none
+    /// at all. A revision not newer than the one applied is ignored (a redelivery or a replay),
+    /// and so is any message for a released or committed reservation.
+    pub fn hold(&mut self, order_id: Uuid, revision: u32, lines: &[contracts::Line]) -> Held {
+        let revision = i32::try_from(revision).unwrap_or(i32::MAX);
+        let current = self.reservation(order_id);
+        if current.is_some_and(|r| r.revision >= revision || r.status.is_final()) {
+            return Held::Ignored;
+        }
+        let held = current.map(Reservation::held).unwrap_or_default();
+        let wanted = wanted(lines);
+        match plan(&wanted, &held, &self.available) {
+            Ok(deltas) => {
+                let reservation = Reservation {
+                    revision,
+                    status: Status::Reserved,
+                    lines: wanted,
+                };
+                self.change(order_id, reservation, &deltas, &deltas);
+                Held::Reserved
+            }
+            // All or nothing: whatever an earlier revision held goes back.
+            Err((reason, product_ids)) => {
+                let give_back = negated(&held);
+                let reservation = Reservation {
+                    revision,
+                    status: Status::Failed,
+                    lines: Quantities::new(),
+                };
+                self.change(order_id, reservation, &give_back, &give_back);
+                Held::Failed {
+                    reason,
+                    product_ids,
+                }
+            }
+        }
+    }
+
+    /// Gives an order's held units back (compensation). Returns whether anything was held. The
+    /// reservation becomes final: a late revision of the order can no longer take stock.
+    pub fn release(&mut self, order_id: Uuid) -> bool {
+        let current = self.reservation(order_id);
+        if current.is_some_and(|r| r.status.is_final()) {
+            return false;
+        }
+        let held = current.map(Reservation::held).unwrap_or_default();
+        let reservation = Reservation {
+            revision: current.map_or(0, |r| r.revision),
+            status: Status::Released,
+            lines: Quantities::new(),
+        };
+        let give_back = negated(&held);
+        self.change(order_id, reservation, &give_back, &give_back);
+        !held.is_empty()
+    }
+
+    /// The order completed: its held units are sold and leave `reserved` for good. The lines
+    /// stay, as the record of what was sold. Returns whether anything was held.
+    pub fn commit(&mut self, order_id: Uuid) -> bool {
+        let Some(current) = self.reservation(order_id) else {
+            return false;
+        };
+        if current.status != Status::Reserved {
+            return false;
+        }
+        let sold = negated(&current.lines);
+        let reservation = Reservation {
+            status: Status::Committed,
+            ..current.clone()
+        };
+        self.change(order_id, reservation, &Quantities::new(), &sold);
+        true
+    }
+
+    /// Writes every change in one statement: reservation rows, product quantities and lines. A
+    /// reservation row is written only if it is still as [`Ledger::load`] read it (absent, or at
+    /// that revision and status); if any is not, [`Error::Concurrent`] says so and nothing of
+    /// the transaction may commit. Must run in the transaction that loaded the ledger.
+    pub async fn save(self, conn: &mut PgConnection) -> Result<(), Error> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut orders = Vec::new();
+        let (mut revisions, mut statuses) = (Vec::new(), Vec::new());
+        let (mut read_revisions, mut read_statuses) = (Vec::new(), Vec::new());
+        // Arrays of arrays must be rectangular, so each order's lines travel as array literals.
+        let (mut line_products, mut line_quantities) = (Vec::new(), Vec::new());
+        for (order, reservation) in &self.changed {
+            let read = self.read.get(order).and_then(Option::as_ref);
+            orders.push(*order);
+            revisions.push(reservation.revision);
+            statuses.push(reservation.status.as_str());
+            read_revisions.push(read.map(|r| r.revision));
+            read_statuses.push(read.map(|r| r.status.as_str()));
+            line_products.push(array_literal(reservation.lines.keys().copied()));
+            line_quantities.push(array_literal(reservation.lines.values().map(|q| int4(*q))));
+        }
+        let products: BTreeSet<i64> = self
+            .taken
+            .keys()
+            .chain(self.reserved.keys())
+            .copied()
+            .collect();
+        let amounts = |map: &Quantities| -> Vec<i32> {
+            products
+                .iter()
+                .map(|p| int4(map.get(p).copied().unwrap_or(0)))
+                .collect()
+        };
+        let (taken, reserved) = (amounts(&self.taken), amounts(&self.reserved));
+        let products: Vec<i64> = products.into_iter().collect();
+
+        // Both CTEs run, whatever the final SELECT reads. Each changed order is one row by key.
+        let saved: i64 = sqlx::query_scalar(
+            "WITH changed AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int4[], $5::text[],
+                                      $6::text[], $7::text[])
+                     AS c(order_id, revision, status, read_revision, read_status,
+                          product_ids, quantities)
+             ), saved AS (
+                 INSERT INTO reservations AS r (order_id, revision, status, product_ids, quantities)
+                 SELECT order_id, revision, status, product_ids::int8[], quantities::int4[]
+                 FROM changed
+                 ON CONFLICT (order_id) DO UPDATE
+                 SET revision = EXCLUDED.revision, status = EXCLUDED.status,
+                     product_ids = EXCLUDED.product_ids, quantities = EXCLUDED.quantities,
+                     updated_at = now()
+                 WHERE (r.revision, r.status) = (SELECT c.read_revision, c.read_status
+                                                FROM changed c WHERE c.order_id = r.order_id)
+                 RETURNING 1
+             ), shifted AS (
+                 UPDATE products p
+                 SET available = p.available - s.taken, reserved = p.reserved + s.reserved
+                 FROM UNNEST($8::int8[], $9::int4[], $10::int4[]) AS s(product_id, taken, reserved)
+                 WHERE p.product_id = s.product_id
+             )
+             SELECT count(*) FROM saved",
+        )
+        .bind(&orders)
+        .bind(&revisions)
+        .bind(&statuses)
+        .bind(&read_revisions)
+        .bind(&read_statuses)
+        .bind(&line_products)
+        .bind(&line_quantities)
+        .bind(&products)
+        .bind(&taken)
+        .bind(&reserved)
+        .fetch_one(conn)
         .await?;
-    let products: Vec<i64> = lines.keys().copied().collect();
-    let quantities: Vec<i32> = lines
-        .values()
-        .map(|q| i32::try_from(*q).unwrap_or(i32::MAX))
-        .collect();
-    sqlx::query(
-        "INSERT INTO reservation_lines (order_id, product_id, quantity)
-         SELECT $1, p, q FROM UNNEST($2::int8[], $3::int4[]) AS l(p, q)",
-    )
-    .bind(order_id)
-    .bind(&products)
-    .bind(&quantities)
-    .execute(conn)
-    .await?;
-    Ok(())
+        if saved == orders.len() as i64 {
+            Ok(())
+        } else {
+            Err(Error::Concurrent)
+        }
+    }
 }
 
-async fn set_status(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    revision: i32,
-    status: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reservations (order_id, revision, status) VALUES ($1, $2, $3)
-         ON CONFLICT (order_id) DO UPDATE
-         SET revision = EXCLUDED.revision, status = EXCLUDED.status, updated_at = now()",
-    )
-    .bind(order_id)
-    .bind(revision)
-    .bind(status)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// `{1,2,3}`: a PostgreSQL array literal of integers.
+fn array_literal<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let items: Vec<String> = items.map(|item| item.to_string()).collect();
+    format!("{{{}}}", items.join(","))
 }
 
-/// Makes the order's reservation hold exactly `lines` of `revision`: all of them, or none at all.
-/// A revision not newer than the one applied is ignored (a redelivery or a replay), and so is
-/// any message for a released or committed reservation.
+fn negated(quantities: &Quantities) -> Quantities {
+    quantities.iter().map(|(p, q)| (*p, -q)).collect()
+}
+
+fn int4(quantity: i64) -> i32 {
+    i32::try_from(quantity).unwrap_or(if quantity < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// [`Ledger::hold`] of one order, read and written in `conn`'s transaction.
 pub async fn hold(
     conn: &mut PgConnection,
     order_id: Uuid,
     revision: u32,
     lines: &[contracts::Line],
-) -> Result<Held, sqlx::Error> {
-    lock(conn).await?;
-    let revision = i32::try_from(revision).unwrap_or(i32::MAX);
-    let current = reservation(conn, order_id).await?;
-    let held = match &current {
-        Some((applied, _)) if *applied >= revision => return Ok(Held::Ignored),
-        Some((_, status)) if status == "released" || status == "committed" => {
-            return Ok(Held::Ignored);
-        }
-        Some((_, status)) if status == "reserved" => held_lines(conn, order_id).await?,
-        _ => BTreeMap::new(),
-    };
-
-    let wanted = wanted(lines);
-    let products: Vec<i64> = wanted.keys().chain(held.keys()).copied().collect();
-    let available: BTreeMap<i64, i64> = sqlx::query_as::<_, (i64, i32)>(
-        "SELECT product_id, available FROM products WHERE product_id = ANY($1)",
-    )
-    .bind(&products)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(p, a)| (p, i64::from(a)))
-    .collect();
-
-    match plan(&wanted, &held, &available) {
-        Ok(deltas) => {
-            shift(conn, &deltas).await?;
-            set_status(conn, order_id, revision, "reserved").await?;
-            set_lines(conn, order_id, &wanted).await?;
-            Ok(Held::Reserved)
-        }
-        Err((reason, product_ids)) => {
-            // All or nothing: whatever an earlier revision held goes back.
-            let give_back = held.iter().map(|(p, q)| (*p, -q)).collect();
-            shift(conn, &give_back).await?;
-            set_status(conn, order_id, revision, "failed").await?;
-            set_lines(conn, order_id, &BTreeMap::new()).await?;
-            Ok(Held::Failed {
-                reason,
-                product_ids,
-            })
-        }
-    }
+) -> Result<Held, Error> {
+    let products: Vec<i64> = wanted(lines).into_keys().collect();
+    let mut ledger = Ledger::load(conn, &[order_id], &products).await?;
+    let held = ledger.hold(order_id, revision, lines);
+    ledger.save(conn).await?;
+    Ok(held)
 }
 
-/// Gives an order's held units back (compensation). Returns whether anything was held. The
-/// reservation becomes final: a late revision of the order can no longer take stock.
-pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
-    lock(conn).await?;
-    let current = reservation(conn, order_id).await?;
-    if matches!(&current, Some((_, s)) if s == "released" || s == "committed") {
-        return Ok(false);
-    }
-    let held = match &current {
-        Some((_, status)) if status == "reserved" => held_lines(conn, order_id).await?,
-        _ => BTreeMap::new(),
-    };
-    let give_back = held.iter().map(|(p, q)| (*p, -q)).collect();
-    shift(conn, &give_back).await?;
-    set_status(conn, order_id, current.map_or(0, |(r, _)| r), "released").await?;
-    set_lines(conn, order_id, &BTreeMap::new()).await?;
-    Ok(!held.is_empty())
+/// [`Ledger::release`] of one order, read and written in `conn`'s transaction.
+pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
+    let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
+    let released = ledger.release(order_id);
+    ledger.save(conn).await?;
+    Ok(released)
 }
 
-/// The order completed: its held units are sold and leave `reserved` for good.
-pub async fn commit(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
-    lock(conn).await?;
-    let Some((revision, status)) = reservation(conn, order_id).await? else {
-        return Ok(false);
-    };
-    if status != "reserved" {
-        return Ok(false);
-    }
-    let held = held_lines(conn, order_id).await?;
-    let products: Vec<i64> = held.keys().copied().collect();
-    let quantities: Vec<i32> = held
-        .values()
-        .map(|q| i32::try_from(*q).unwrap_or(i32::MAX))
-        .collect();
-    sqlx::query(
-        "UPDATE products p SET reserved = p.reserved - s.quantity
-         FROM UNNEST($1::int8[], $2::int4[]) AS s(product_id, quantity)
-         WHERE p.product_id = s.product_id",
-    )
-    .bind(&products)
-    .bind(&quantities)
-    .execute(&mut *conn)
-    .await?;
-    set_status(conn, order_id, revision, "committed").await?;
-    Ok(true)
+/// [`Ledger::commit`] of one order, read and written in `conn`'s transaction.
+pub async fn commit(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
+    let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
+    let committed = ledger.commit(order_id);
+    ledger.save(conn).await?;
+    Ok(committed)
 }
 
 #[cfg(test)]
@@ -310,6 +505,76 @@ mod tests {
             &map(&[(1, 5), (2, 1)]),
         );
         assert_eq!(plan, Err((ReservationFailure::OutOfStock, vec![2])));
+    }
+
+    fn line(product_id: i64, quantity: u32) -> contracts::Line {
+        contracts::Line {
+            product_id,
+            quantity,
+            unit_price: "1.00".parse().unwrap(),
+        }
+    }
+
+    fn ledger(available: &[(i64, i64)]) -> Ledger {
+        Ledger {
+            available: map(available),
+            ..Ledger::default()
+        }
+    }
+
+    #[test]
+    fn orders_of_one_batch_see_each_others_holds() {
+        let mut ledger = ledger(&[(1, 3)]);
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(ledger.hold(first, 1, &[line(1, 2)]), Held::Reserved);
+        assert_eq!(
+            ledger.hold(second, 1, &[line(1, 2)]),
+            Held::Failed {
+                reason: ReservationFailure::OutOfStock,
+                product_ids: vec![1],
+            }
+        );
+        assert_eq!(ledger.available, map(&[(1, 1)]));
+        assert_eq!(ledger.taken, map(&[(1, 2)]));
+        assert_eq!(ledger.reserved, map(&[(1, 2)]));
+    }
+
+    #[test]
+    fn one_orders_messages_in_one_batch_add_up() {
+        let mut ledger = ledger(&[(1, 10), (2, 10)]);
+        let order = Uuid::new_v4();
+        assert_eq!(ledger.hold(order, 1, &[line(1, 4)]), Held::Reserved);
+        assert_eq!(ledger.hold(order, 1, &[line(1, 4)]), Held::Ignored);
+        assert_eq!(
+            ledger.hold(order, 2, &[line(1, 1), line(2, 2)]),
+            Held::Reserved
+        );
+        assert!(ledger.commit(order));
+        assert!(!ledger.commit(order), "committed twice");
+        assert!(!ledger.release(order), "final");
+        assert_eq!(ledger.hold(order, 3, &[line(1, 1)]), Held::Ignored);
+
+        // Net: 1 + 2 units taken, reserved and then sold.
+        assert_eq!(ledger.taken, map(&[(1, 1), (2, 2)]));
+        assert_eq!(ledger.reserved, map(&[(1, 0), (2, 0)]));
+        let saved = &ledger.changed[&order];
+        assert_eq!(saved.status, Status::Committed);
+        assert_eq!(saved.lines, map(&[(1, 1), (2, 2)]));
+        assert_eq!(
+            ledger.read[&order], None,
+            "the guard: no reservation was read"
+        );
+    }
+
+    #[test]
+    fn a_release_gives_back_what_the_batch_held() {
+        let mut ledger = ledger(&[(1, 5)]);
+        let order = Uuid::new_v4();
+        ledger.hold(order, 1, &[line(1, 5)]);
+        assert!(ledger.release(order));
+        assert_eq!(ledger.available, map(&[(1, 5)]));
+        assert_eq!(ledger.taken, map(&[(1, 0)]));
+        assert_eq!(ledger.changed[&order].status, Status::Released);
     }
 
     #[test]

@@ -1,0 +1,316 @@
+//! The reservation rules against a real PostgreSQL database: all or nothing, revisions,
+//! compensation, completion, redelivery and racing transactions.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use contracts::Line;
+use contracts::stock::ReservationFailure;
+use sqlx::PgPool;
+use stock::reservations::{self, Error, Held};
+use test_support::TestDatabase;
+use uuid::Uuid;
+
+async fn database() -> TestDatabase {
+    let db = TestDatabase::create().await.unwrap();
+    stock::migrate(&db.pool).await.unwrap();
+    db
+}
+
+fn line(product_id: i64, quantity: u32) -> Line {
+    Line {
+        product_id,
+        quantity,
+        unit_price: "1.00".parse().unwrap(),
+    }
+}
+
+/// (available, reserved) of a product.
+async fn product(pool: &PgPool, product_id: i64) -> (i32, i32) {
+    sqlx::query_as("SELECT available, reserved FROM products WHERE product_id = $1")
+        .bind(product_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn lines(pool: &PgPool, order_id: Uuid) -> Vec<(i64, i32)> {
+    let (products, quantities): (Vec<i64>, Vec<i32>) =
+        sqlx::query_as("SELECT product_ids, quantities FROM reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    products.into_iter().zip(quantities).collect()
+}
+
+async fn status(pool: &PgPool, order_id: Uuid) -> (i32, String) {
+    sqlx::query_as("SELECT revision, status FROM reservations WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn hold(pool: &PgPool, order_id: Uuid, revision: u32, order: &[Line]) -> Held {
+    let mut tx = pool.begin().await.unwrap();
+    let held = reservations::hold(&mut tx, order_id, revision, order)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    held
+}
+
+async fn release(pool: &PgPool, order_id: Uuid) -> bool {
+    let mut tx = pool.begin().await.unwrap();
+    let released = reservations::release(&mut tx, order_id).await.unwrap();
+    tx.commit().await.unwrap();
+    released
+}
+
+async fn commit(pool: &PgPool, order_id: Uuid) -> bool {
+    let mut tx = pool.begin().await.unwrap();
+    let committed = reservations::commit(&mut tx, order_id).await.unwrap();
+    tx.commit().await.unwrap();
+    committed
+}
+
+#[tokio::test]
+async fn an_order_is_held_whole_and_a_redelivery_changes_nothing() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    let wanted = [line(1, 3), line(2, 1), line(1, 2)];
+
+    assert_eq!(hold(&db.pool, order, 1, &wanted).await, Held::Reserved);
+    assert_eq!(product(&db.pool, 1).await, (95, 5));
+    assert_eq!(product(&db.pool, 2).await, (49, 1));
+    assert_eq!(lines(&db.pool, order).await, [(1, 5), (2, 1)]);
+    assert_eq!(status(&db.pool, order).await, (1, "reserved".to_owned()));
+
+    assert_eq!(hold(&db.pool, order, 1, &wanted).await, Held::Ignored);
+    assert_eq!(product(&db.pool, 1).await, (95, 5));
+    db.drop_now().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_shortage_or_an_unknown_product_holds_nothing() {
+    let db = database().await;
+    let short = Uuid::new_v4();
+    assert_eq!(
+        hold(&db.pool, short, 1, &[line(1, 1), line(3, 26)]).await,
+        Held::Failed {
+            reason: ReservationFailure::OutOfStock,
+            product_ids: vec![3],
+        }
+    );
+    let unknown = Uuid::new_v4();
+    assert_eq!(
+        hold(&db.pool, unknown, 1, &[line(1, 1), line(9, 1)]).await,
+        Held::Failed {
+            reason: ReservationFailure::UnknownProduct,
+            product_ids: vec![9],
+        }
+    );
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    assert_eq!(product(&db.pool, 3).await, (25, 0));
+    assert_eq!(status(&db.pool, short).await, (1, "failed".to_owned()));
+    assert!(lines(&db.pool, short).await.is_empty());
+    db.drop_now().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_revision_moves_the_difference_and_an_old_one_is_ignored() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    hold(&db.pool, order, 1, &[line(1, 5), line(2, 2)]).await;
+
+    assert_eq!(
+        hold(&db.pool, order, 2, &[line(1, 3), line(3, 1)]).await,
+        Held::Reserved
+    );
+    assert_eq!(product(&db.pool, 1).await, (97, 3));
+    assert_eq!(product(&db.pool, 2).await, (50, 0));
+    assert_eq!(product(&db.pool, 3).await, (24, 1));
+    assert_eq!(lines(&db.pool, order).await, [(1, 3), (3, 1)]);
+
+    // Revision 1 again, late: ignored.
+    assert_eq!(
+        hold(&db.pool, order, 1, &[line(1, 5), line(2, 2)]).await,
+        Held::Ignored
+    );
+    assert_eq!(lines(&db.pool, order).await, [(1, 3), (3, 1)]);
+
+    // A revision that cannot be held gives back what the earlier one held.
+    assert!(matches!(
+        hold(&db.pool, order, 3, &[line(3, 100)]).await,
+        Held::Failed { .. }
+    ));
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    assert_eq!(product(&db.pool, 3).await, (25, 0));
+    assert!(lines(&db.pool, order).await.is_empty());
+
+    // And a later one that fits holds again.
+    assert_eq!(
+        hold(&db.pool, order, 4, &[line(2, 1)]).await,
+        Held::Reserved
+    );
+    assert_eq!(product(&db.pool, 2).await, (49, 1));
+    db.drop_now().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_release_gives_back_and_is_final() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    hold(&db.pool, order, 1, &[line(1, 4)]).await;
+
+    assert!(release(&db.pool, order).await);
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    assert_eq!(status(&db.pool, order).await, (1, "released".to_owned()));
+    assert!(!release(&db.pool, order).await, "released twice");
+    assert_eq!(hold(&db.pool, order, 2, &[line(1, 1)]).await, Held::Ignored);
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+
+    // Released before its order was ever seen: the late order takes nothing.
+    let early = Uuid::new_v4();
+    assert!(!release(&db.pool, early).await);
+    assert_eq!(hold(&db.pool, early, 1, &[line(1, 1)]).await, Held::Ignored);
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    db.drop_now().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_sells_what_was_held_once() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    hold(&db.pool, order, 1, &[line(1, 2), line(2, 3)]).await;
+
+    assert!(commit(&db.pool, order).await);
+    assert_eq!(product(&db.pool, 1).await, (98, 0));
+    assert_eq!(product(&db.pool, 2).await, (47, 0));
+    assert_eq!(status(&db.pool, order).await, (1, "committed".to_owned()));
+    assert_eq!(
+        lines(&db.pool, order).await,
+        [(1, 2), (2, 3)],
+        "the record of the sale"
+    );
+
+    assert!(!commit(&db.pool, order).await, "committed twice");
+    assert!(!release(&db.pool, order).await, "released after completion");
+    assert_eq!(product(&db.pool, 1).await, (98, 0));
+    assert!(!commit(&db.pool, Uuid::new_v4()).await, "nothing to commit");
+    db.drop_now().await.unwrap();
+}
+
+/// Two transactions apply the same order at once (as two consumers could for a moment during a
+/// rebalance): the one that read the reservation before the other committed must not write.
+#[tokio::test]
+async fn a_transaction_that_read_a_stale_reservation_writes_nothing() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    let mut first = db.pool.begin().await.unwrap();
+    reservations::hold(&mut first, order, 1, &[line(1, 2)])
+        .await
+        .unwrap();
+
+    // The second reads no reservation (the first has not committed), then waits for the lock.
+    let pool = db.pool.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let outcome = reservations::hold(&mut tx, order, 1, &[line(1, 2)]).await;
+        if outcome.is_ok() {
+            tx.commit().await.unwrap();
+        }
+        outcome
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the stock lock");
+    first.commit().await.unwrap();
+
+    let outcome = second.await.unwrap();
+    assert!(matches!(outcome, Err(Error::Concurrent)), "{outcome:?}");
+    assert_eq!(product(&db.pool, 1).await, (98, 2), "held once");
+    db.drop_now().await.unwrap();
+}
+
+/// Many orders at once over scarce, shared products: stock is never oversold and every unit is
+/// either available or held by exactly the lines that say so.
+#[tokio::test]
+async fn concurrent_orders_never_oversell() {
+    let db = database().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..40u32 {
+        let pool = db.pool.clone();
+        tasks.spawn(async move {
+            let order = Uuid::new_v4();
+            let wanted = [line(3, 1 + n % 3), line(2, 1 + n % 2)];
+            let held = hold(&pool, order, 1, &wanted).await;
+            if n % 4 == 0 {
+                release(&pool, order).await;
+            }
+            held
+        });
+    }
+    let mut reserved = 0;
+    while let Some(held) = tasks.join_next().await {
+        if held.unwrap() == Held::Reserved {
+            reserved += 1;
+        }
+    }
+    assert!(reserved > 0 && reserved < 40, "{reserved} of 40 held");
+
+    for (product_id, stock) in [(2, 50), (3, 25)] {
+        let (available, held) = product(&db.pool, product_id).await;
+        let in_lines: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(l.quantity), 0)
+             FROM reservations r, UNNEST(r.product_ids, r.quantities) AS l(product_id, quantity)
+             WHERE r.status = 'reserved' AND l.product_id = $1",
+        )
+        .bind(product_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(available >= 0);
+        assert_eq!(i64::from(held), in_lines, "product {product_id}");
+        assert_eq!(available + held, stock, "product {product_id}");
+    }
+    db.drop_now().await.unwrap();
+}
+
+/// A consumer's micro-batch: several messages, of several orders, decided against one ledger
+/// and written in one statement.
+#[tokio::test]
+async fn a_batch_is_read_once_and_written_once() {
+    let db = database().await;
+    let (kept, sold, refused) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    hold(&db.pool, kept, 1, &[line(1, 2)]).await;
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let mut ledger = reservations::Ledger::load(&mut tx, &[kept, sold, refused], &[1, 2, 3])
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.hold(kept, 2, &[line(1, 1), line(2, 1)]),
+        Held::Reserved
+    );
+    assert_eq!(ledger.hold(sold, 1, &[line(3, 20)]), Held::Reserved);
+    assert!(ledger.commit(sold));
+    assert!(matches!(
+        ledger.hold(refused, 1, &[line(3, 6)]),
+        Held::Failed { .. }
+    ));
+    ledger.save(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(product(&db.pool, 1).await, (99, 1));
+    assert_eq!(product(&db.pool, 2).await, (49, 1));
+    assert_eq!(product(&db.pool, 3).await, (5, 0));
+    assert_eq!(lines(&db.pool, kept).await, [(1, 1), (2, 1)]);
+    assert_eq!(lines(&db.pool, sold).await, [(3, 20)]);
+    assert!(lines(&db.pool, refused).await.is_empty());
+    assert_eq!(status(&db.pool, kept).await, (2, "reserved".to_owned()));
+    assert_eq!(status(&db.pool, sold).await, (1, "committed".to_owned()));
+    assert_eq!(status(&db.pool, refused).await, (1, "failed".to_owned()));
+    db.drop_now().await.unwrap();
+}

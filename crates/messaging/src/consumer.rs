@@ -26,6 +26,13 @@
 //! transaction fails because a handler failed, the batch is rolled back and replayed one message
 //! per transaction, so a poison message is isolated and the rest commit.
 //!
+//! Partitions are the unit of scale-out, so topics have more of them than one process has
+//! cores. Within a process, at most [`ConsumerConfig::max_concurrency`] transactions run at
+//! once (by default, one per core): a partition whose turn has not come keeps collecting
+//! messages, and its next transaction takes them all. More concurrent transactions than cores
+//! only add context switches and lock queues; on this project's two-core machine, six at once
+//! halved the saga's throughput compared with two.
+//!
 //! # Failures
 //!
 //! - [`HandlerError::Transient`] (and any database error around the handler): the transaction is
@@ -76,7 +83,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Statistics};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -214,6 +221,8 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     /// Most messages of one partition applied in one transaction.
     pub max_batch: usize,
+    /// Most transactions of this consumer running at once (across its partitions).
+    pub max_concurrency: usize,
     /// First and largest delay between retries of a transient failure.
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -225,6 +234,7 @@ impl ConsumerConfig {
             name: name.into(),
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             max_batch: 256,
+            max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
         }
@@ -254,6 +264,8 @@ struct Shared<H> {
     dead_letter_topic: String,
     producer: FutureProducer,
     stats: Arc<ConsumerStats>,
+    /// One permit per transaction that may run at once.
+    permits: Arc<Semaphore>,
 }
 
 /// A received record, copied out of librdkafka so a partition task can own it.
@@ -314,6 +326,7 @@ impl<H: Handler> Consumer<H> {
             .set("acks", "all")
             .set("linger.ms", "1")
             .create()?;
+        let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         Ok(Self {
             kafka: Arc::new(consumer),
             shared: Arc::new(Shared {
@@ -328,6 +341,7 @@ impl<H: Handler> Consumer<H> {
                 ),
                 producer,
                 stats: Arc::default(),
+                permits,
             }),
         })
     }
@@ -422,6 +436,16 @@ async fn partition_task<H: Handler>(
                 None => return,
             },
         };
+        // While other partitions hold the permits, this one's messages keep piling up: the
+        // batch taken below grows with the wait.
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.requested() => return,
+            permit = shared.permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
         batch.push(first);
         while batch.len() < max {
             match rx.try_recv() {
@@ -429,7 +453,7 @@ async fn partition_task<H: Handler>(
                 Err(_) => break,
             }
         }
-        let outcome = shared.process(&batch, &kafka, &mut shutdown).await;
+        let outcome = shared.process(&batch, permit, &kafka, &mut shutdown).await;
         batch.clear();
         if outcome.is_err() {
             return;
@@ -438,9 +462,13 @@ async fn partition_task<H: Handler>(
 }
 
 impl<H: Handler> Shared<H> {
+    /// Applies a partition's batch, holding `permit` for the batch transaction. Messages applied
+    /// one by one (a batch of one, or a rolled-back batch) take a permit per attempt instead, so
+    /// a message waiting out a retry's backoff blocks only its own partition.
     async fn process(
         &self,
         all: &[Envelope],
+        permit: OwnedSemaphorePermit,
         kafka: &KafkaConsumer,
         shutdown: &mut Shutdown,
     ) -> Result<(), Stopped> {
@@ -454,8 +482,14 @@ impl<H: Handler> Shared<H> {
             }
             return Ok(());
         }
-        if batch.len() > 1 {
-            match self.apply_batch(&batch).await {
+        let applied = if batch.len() > 1 {
+            Some(self.apply_batch(&batch).await)
+        } else {
+            None
+        };
+        drop(permit);
+        if let Some(applied) = applied {
+            match applied {
                 Ok(poison) => {
                     for (envelope, reason) in poison {
                         self.dead_letter(envelope, &reason, shutdown).await?;
@@ -569,6 +603,11 @@ impl<H: Handler> Shared<H> {
 
     /// `Ok(false)`: already applied (its inbox row exists).
     async fn apply_one(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HandlerError::Transient(e.into()))?;
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",

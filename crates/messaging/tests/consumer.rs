@@ -254,3 +254,39 @@ async fn after_a_graceful_stop_the_group_resumes_without_redelivery() {
     assert_eq!(second.stats.processed(), 50);
     second.stop().await;
 }
+
+/// Partitions are many, transactions at once are few: with `max_concurrency` 1, six
+/// partitions' backlogs are applied one transaction at a time, and all of them are applied.
+/// With more permits, the same backlog is applied concurrently (so the check can see overlap).
+#[tokio::test]
+async fn transactions_at_once_are_capped_across_partitions() {
+    for (permits, overlap_expected) in [(1, false), (6, true)] {
+        let world = World::new().await;
+        let mut relay = Relay::new(
+            &world.settings.kafka,
+            world.pool().clone(),
+            RelayConfig::default(),
+        )
+        .unwrap();
+        let messages: Vec<_> = (0..60).map(|n| message(&format!("order-{n}"), n)).collect();
+        let ids = commit(world.pool(), &messages).await;
+        drain(&mut relay).await;
+
+        let config = ConsumerConfig {
+            max_concurrency: permits,
+            max_batch: 4,
+            ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
+        };
+        let handler = EffectHandler::taking(Duration::from_millis(5));
+        let most_in_flight = handler.most_in_flight.clone();
+        let consumer = world.start_consumer_with(config, handler);
+        world.assert_applied_exactly_once(&ids, WAIT).await;
+        let most = most_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+        if overlap_expected {
+            assert!(most > 1, "{permits} permits: never more than one at once");
+        } else {
+            assert_eq!(most, 1, "{permits} permit: {most} at once");
+        }
+        consumer.stop().await;
+    }
+}

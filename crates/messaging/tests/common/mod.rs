@@ -220,12 +220,25 @@ pub fn messages(count: usize, keys: usize) -> Vec<OutgoingMessage> {
 #[derive(Default)]
 pub struct EffectHandler {
     pub transient_failures: AtomicU32,
+    /// How long each message takes to apply (to make concurrent transactions overlap).
+    pub delay: Duration,
+    in_flight: AtomicU32,
+    /// The most messages ever being applied at the same moment.
+    pub most_in_flight: Arc<AtomicU32>,
 }
 
 impl EffectHandler {
     pub fn failing_transiently(times: u32) -> Self {
         Self {
             transient_failures: AtomicU32::new(times),
+            ..Self::default()
+        }
+    }
+
+    pub fn taking(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
         }
     }
 }
@@ -259,6 +272,10 @@ impl Handler for EffectHandler {
                 "n must not be negative: {n}"
             )));
         }
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         sqlx::query(
             "INSERT INTO effects (consumer, message_id, message_key, n) VALUES ('test', $1, $2, $3)",
         )

@@ -224,8 +224,26 @@ async fn a_transaction_that_read_a_stale_reservation_writes_nothing() {
         }
         outcome
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second waits for the stock lock");
+    // Waiting for the advisory lock means its read is done: commit the first only then.
+    let pool = db.pool.clone();
+    test_support::eventually(
+        Duration::from_secs(5),
+        "the second to wait for the stock lock",
+        || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event = 'advisory'",
+                )
+                .fetch_one(&pool)
+                .await?;
+                Ok((waiting == 1).then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
     first.commit().await.unwrap();
 
     let outcome = second.await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{EffectHandler, World, commit, drain, headers_of, message, produce, read_topic};
 use contracts::headers as h;
-use messaging::{ConsumerConfig, Relay, RelayConfig};
+use messaging::ConsumerConfig;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -61,12 +61,7 @@ async fn the_same_message_delivered_twice_is_applied_once_and_counted() {
 async fn replaying_a_whole_topic_from_offset_zero_changes_nothing() {
     let world = World::new().await;
     let name = unique("c");
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
     let ids = commit(world.pool(), &common::messages(300, 20)).await;
     assert_eq!(drain(&mut relay).await, 300);
 
@@ -179,12 +174,7 @@ async fn poison_messages_are_dead_lettered_and_the_partition_goes_on() {
 #[tokio::test]
 async fn a_handler_failure_inside_a_batch_parks_only_that_message() {
     let world = World::new().await;
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
     // Published before the consumer starts, so each partition's messages arrive as big batches.
     let mut batch = common::messages(400, 3);
     batch[200] = message("key-2", -1);
@@ -209,12 +199,7 @@ async fn a_handler_failure_inside_a_batch_parks_only_that_message() {
 #[tokio::test]
 async fn a_transient_failure_is_retried_until_the_message_is_applied() {
     let world = World::new().await;
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
     let ids = commit(world.pool(), &[message("order-t", 1)]).await;
     drain(&mut relay).await;
 
@@ -233,12 +218,7 @@ async fn a_transient_failure_is_retried_until_the_message_is_applied() {
 async fn after_a_graceful_stop_the_group_resumes_without_redelivery() {
     let world = World::new().await;
     let name = unique("c");
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
     let first_ids = commit(world.pool(), &common::messages(50, 5)).await;
     drain(&mut relay).await;
     let first = world.start_consumer(&name);
@@ -262,12 +242,7 @@ async fn after_a_graceful_stop_the_group_resumes_without_redelivery() {
 async fn transactions_at_once_are_capped_across_partitions() {
     for (permits, overlap_expected) in [(1, false), (6, true)] {
         let world = World::new().await;
-        let mut relay = Relay::new(
-            &world.settings.kafka,
-            world.pool().clone(),
-            RelayConfig::default(),
-        )
-        .unwrap();
+        let mut relay = world.relay();
         let messages: Vec<_> = (0..60).map(|n| message(&format!("order-{n}"), n)).collect();
         let ids = commit(world.pool(), &messages).await;
         drain(&mut relay).await;

@@ -9,7 +9,6 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{World, commit, fast_relay_config, message};
-use messaging::Relay;
 use test_support::{Stopped, eventually, unique};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -29,12 +28,7 @@ async fn nothing_written_while_kafka_is_down_is_lost() {
     let _serial = SERIAL.lock().await;
     let world = World::new().await;
     let consumer = world.start_consumer(&unique("c"));
-    let relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        fast_relay_config(),
-    )
-    .unwrap();
+    let relay = world.relay_with(fast_relay_config());
     let (relay_trigger, shutdown) = platform::shutdown::channel();
     let relay_task = tokio::spawn(relay.run(shutdown));
 

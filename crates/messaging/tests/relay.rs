@@ -6,20 +6,15 @@ use std::time::Duration;
 
 use common::{World, commit, drain, message, read_topic};
 use contracts::headers as h;
+use messaging::RelayConfig;
 use messaging::outbox;
-use messaging::{Relay, RelayConfig};
 use test_support::unique;
 
 #[tokio::test]
 async fn a_committed_message_is_delivered_and_a_rolled_back_one_never_is() {
     let world = World::new().await;
     let consumer = world.start_consumer(&unique("c"));
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
 
     // One key, so all three share a partition and the last one's effect proves the consumer got
     // past the position where the rolled-back one would have been.
@@ -52,12 +47,7 @@ async fn a_committed_message_is_delivered_and_a_rolled_back_one_never_is() {
 #[tokio::test]
 async fn a_record_carries_the_key_payload_and_metadata_headers() {
     let world = World::new().await;
-    let mut relay = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut relay = world.relay();
     let mut sent = message("order-7", 7);
     sent.metadata.causation_id = Some(uuid::Uuid::now_v7());
     commit(world.pool(), std::slice::from_ref(&sent)).await;
@@ -100,18 +90,8 @@ async fn a_record_carries_the_key_payload_and_metadata_headers() {
 #[tokio::test]
 async fn only_the_lease_holder_publishes_and_a_stand_by_takes_over_when_it_goes() {
     let world = World::new().await;
-    let mut active = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
-    let stand_by = Relay::new(
-        &world.settings.kafka,
-        world.pool().clone(),
-        RelayConfig::default(),
-    )
-    .unwrap();
+    let mut active = world.relay();
+    let stand_by = world.relay();
     commit(world.pool(), &common::messages(3, 1)).await;
 
     assert!(active.publish_batch().await.unwrap().lease_held);
@@ -148,7 +128,7 @@ async fn published_rows_are_deleted_after_the_retention_and_pending_ones_are_kep
         retention: Duration::ZERO,
         ..RelayConfig::default()
     };
-    let mut relay = Relay::new(&world.settings.kafka, world.pool().clone(), config).unwrap();
+    let mut relay = world.relay_with(config);
     commit(world.pool(), &common::messages(5, 2)).await;
     assert_eq!(drain(&mut relay).await, 5);
     commit(world.pool(), &common::messages(2, 2)).await;
@@ -168,7 +148,7 @@ async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
         poll_interval: Duration::from_secs(120),
         ..RelayConfig::default()
     };
-    let relay = Relay::new(&world.settings.kafka, world.pool().clone(), config).unwrap();
+    let relay = world.relay_with(config);
     let (trigger, shutdown) = platform::shutdown::channel();
     let task = tokio::spawn(relay.run(shutdown));
     let published = |count: i64| {

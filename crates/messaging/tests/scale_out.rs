@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{World, commit, fast_relay_config};
-use messaging::Relay;
 use test_support::unique;
 
 #[tokio::test]
@@ -19,12 +18,7 @@ async fn two_relays_and_two_consumers_deliver_everything_exactly_once_in_key_ord
 
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let relay = Relay::new(
-            &world.settings.kafka,
-            world.pool().clone(),
-            fast_relay_config(),
-        )
-        .unwrap();
+        let relay = world.relay_with(fast_relay_config());
         let (trigger, shutdown) = platform::shutdown::channel();
         relays.push((trigger, tokio::spawn(relay.run(shutdown))));
     }

@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use messaging::outbox::{self, Metadata, OutgoingMessage};
-use messaging::{Consumer, ConsumerConfig, ConsumerStats, Handler, HandlerError, IncomingMessage};
+use messaging::{
+    Consumer, ConsumerConfig, ConsumerStats, Handler, HandlerError, IncomingMessage, Relay,
+    RelayConfig,
+};
 use platform::Settings;
 use platform::shutdown::Trigger;
 use rdkafka::ClientConfig;
@@ -68,6 +71,16 @@ impl World {
 
     pub fn pool(&self) -> &PgPool {
         &self.db.pool
+    }
+
+    /// A relay of this world's outbox, configured with `config`.
+    pub fn relay_with(&self, config: RelayConfig) -> Relay {
+        Relay::new(&self.settings.kafka, self.db.pool.clone(), config).unwrap()
+    }
+
+    /// A relay of this world's outbox, with the default configuration.
+    pub fn relay(&self) -> Relay {
+        self.relay_with(RelayConfig::default())
     }
 
     pub fn topic(&self, logical: &str) -> String {

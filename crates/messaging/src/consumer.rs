@@ -30,8 +30,8 @@
 //! cores. Within a process, at most [`ConsumerConfig::max_concurrency`] transactions run at
 //! once (by default, one per core): a partition whose turn has not come keeps collecting
 //! messages, and its next transaction takes them all. More concurrent transactions than cores
-//! only add context switches and lock queues; on this project's two-core machine, six at once
-//! halved the saga's throughput compared with two.
+//! only add context switches and lock queues: on this project's two-core machine, going from
+//! six at once to two halved the saga's p99 latency at 272 orders/s.
 //!
 //! # Failures
 //!

@@ -142,9 +142,8 @@ pub fn plan(
     if !unknown.is_empty() {
         return Err((ReservationFailure::UnknownProduct, unknown));
     }
-    let products: std::collections::BTreeSet<i64> =
-        wanted.keys().chain(held.keys()).copied().collect();
-    let mut deltas = BTreeMap::new();
+    let products: BTreeSet<i64> = wanted.keys().chain(held.keys()).copied().collect();
+    let mut deltas = Quantities::new();
     let mut short = Vec::new();
     for product in &products {
         let delta =
@@ -339,10 +338,11 @@ impl Ledger {
         true
     }
 
-    /// Writes every change in one statement: reservation rows, product quantities and lines. A
-    /// reservation row is written only if it is still as [`Ledger::load`] read it (absent, or at
-    /// that revision and status); if any is not, [`Error::Concurrent`] says so and nothing of
-    /// the transaction may commit. Must run in the transaction that loaded the ledger.
+    /// Writes every change in one statement: reservation rows (with their lines) and product
+    /// quantities. A reservation row is written only if it is still as [`Ledger::load`] read it
+    /// (absent, or at that revision and status); if any is not, [`Error::Concurrent`] says so
+    /// and nothing of the transaction may commit. Must run in the transaction that loaded the
+    /// ledger.
     pub async fn save(self, conn: &mut PgConnection) -> Result<(), Error> {
         if self.changed.is_empty() {
             return Ok(());

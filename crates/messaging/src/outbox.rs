@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use contracts::Contract;
-use sqlx::PgConnection;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
 /// Where a message comes from and what it belongs to. Carried in Kafka headers.
@@ -68,49 +70,59 @@ pub async fn enqueue(
     if messages.is_empty() {
         return Ok(());
     }
-    let mut message_ids = Vec::with_capacity(messages.len());
-    let mut topics = Vec::with_capacity(messages.len());
-    let mut keys = Vec::with_capacity(messages.len());
-    let mut types = Vec::with_capacity(messages.len());
-    let mut versions = Vec::with_capacity(messages.len());
-    let mut payloads = Vec::with_capacity(messages.len());
-    let mut correlations = Vec::with_capacity(messages.len());
-    let mut causations = Vec::with_capacity(messages.len());
-    let mut traceparents = Vec::with_capacity(messages.len());
-    let mut occurred = Vec::with_capacity(messages.len());
-    for m in messages {
-        message_ids.push(m.metadata.message_id);
-        topics.push(m.topic);
-        keys.push(m.key.as_str());
-        types.push(m.message_type);
-        versions.push(i16::try_from(m.schema_version).unwrap_or(i16::MAX));
-        payloads.push(m.payload.as_str());
-        correlations.push(m.metadata.correlation_id);
-        causations.push(m.metadata.causation_id);
-        traceparents.push(m.metadata.traceparent.as_deref());
-        occurred.push(m.metadata.occurred_at);
-    }
+    let mut args = PgArguments::default();
+    add_rows(&mut args, messages).map_err(sqlx::Error::Encode)?;
+    sqlx::query_with(&insert_rows_sql(1), args)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// `INSERT INTO outbox …` whose rows come from ten array parameters, `$first` onwards, bound by
+/// [`add_rows`]. For a caller that folds the outbox write into a statement of its own (as a
+/// data-modifying `WITH`), so that a state change and its messages cost one round trip.
+pub fn insert_rows_sql(first: usize) -> String {
+    let p: Vec<String> = (first..first + 10).map(|n| format!("${n}")).collect();
     // `WITH ORDINALITY` + `ORDER BY` keeps the ids in the order the caller gave.
-    sqlx::query(
+    format!(
         "INSERT INTO outbox (message_id, topic, message_key, message_type, schema_version, payload,
                              correlation_id, causation_id, traceparent, occurred_at)
          SELECT m, t, k, ty, v, p::json, c, ca, tp, o
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::text[],
-                     $7::uuid[], $8::uuid[], $9::text[], $10::timestamptz[])
+         FROM UNNEST({}::uuid[], {}::text[], {}::text[], {}::text[], {}::int2[], {}::text[],
+                     {}::uuid[], {}::uuid[], {}::text[], {}::timestamptz[])
               WITH ORDINALITY AS u(m, t, k, ty, v, p, c, ca, tp, o, n)
          ORDER BY n",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
     )
-    .bind(&message_ids)
-    .bind(&topics)
-    .bind(&keys)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&correlations)
-    .bind(&causations)
-    .bind(&traceparents)
-    .bind(&occurred)
-    .execute(conn)
-    .await?;
+}
+
+/// Binds `messages` as the ten arrays [`insert_rows_sql`] reads, one per column.
+pub fn add_rows(args: &mut PgArguments, messages: &[OutgoingMessage]) -> Result<(), BoxDynError> {
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.metadata.message_id).collect();
+    let topics: Vec<&str> = messages.iter().map(|m| m.topic).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+    let types: Vec<&str> = messages.iter().map(|m| m.message_type).collect();
+    let versions: Vec<i16> = messages
+        .iter()
+        .map(|m| i16::try_from(m.schema_version).unwrap_or(i16::MAX))
+        .collect();
+    let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
+    let correlations: Vec<Uuid> = messages.iter().map(|m| m.metadata.correlation_id).collect();
+    let causations: Vec<Option<Uuid>> = messages.iter().map(|m| m.metadata.causation_id).collect();
+    let traceparents: Vec<Option<&str>> = messages
+        .iter()
+        .map(|m| m.metadata.traceparent.as_deref())
+        .collect();
+    let occurred: Vec<DateTime<Utc>> = messages.iter().map(|m| m.metadata.occurred_at).collect();
+    args.add(ids)?;
+    args.add(topics)?;
+    args.add(keys)?;
+    args.add(types)?;
+    args.add(versions)?;
+    args.add(payloads)?;
+    args.add(correlations)?;
+    args.add(causations)?;
+    args.add(traceparents)?;
+    args.add(occurred)?;
     Ok(())
 }

@@ -76,7 +76,7 @@ async fn append_one(
                 payload: payload(),
                 metadata: metadata(),
             };
-            event_store::append(&mut conn, stream, version - 1, &[event]).await?;
+            event_store::append(&mut *conn, stream, version - 1, &[event], &[]).await?;
         }
         Store::PostgresEs => {
             let event = SerializedEvent::new(

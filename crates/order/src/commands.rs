@@ -1,8 +1,9 @@
 //! Executing a command: load the stream, decide, append the events and their messages to the
-//! outbox, all in one transaction. HTTP requests and saga consumers share this path.
+//! outbox, all in one transaction (the append is one statement). HTTP requests and saga
+//! consumers share this path.
 
 use chrono::{DateTime, Utc};
-use messaging::outbox::{self, Metadata};
+use messaging::outbox::Metadata;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -79,7 +80,31 @@ pub async fn execute_in(
     context: &Context,
 ) -> Result<Executed, CommandError> {
     tracing::Span::current().record("order_id", tracing::field::display(order_id.0));
-    let mut stream = event_store::load(&mut *conn, order_id.0).await?;
+    let stream = event_store::load(&mut *conn, order_id.0).await?;
+    decide_and_append(conn, order_id, stream, command, context).await
+}
+
+/// Runs `command` on an order id just minted, so its stream is known to be empty: nothing to
+/// load, and the append is one statement (events and outbox together), atomic without a
+/// transaction. One round trip to place an order.
+pub async fn start(
+    pool: &PgPool,
+    order_id: OrderId,
+    command: Command,
+    context: &Context,
+) -> Result<Executed, CommandError> {
+    tracing::Span::current().record("order_id", tracing::field::display(order_id.0));
+    decide_and_append(pool, order_id, Vec::new(), command, context).await
+}
+
+/// Decides `command` against `stream` and appends what it yields, with its messages.
+async fn decide_and_append(
+    executor: impl sqlx::PgExecutor<'_>,
+    order_id: OrderId,
+    mut stream: Vec<RecordedEvent>,
+    command: Command,
+    context: &Context,
+) -> Result<Executed, CommandError> {
     let order = view::fold(&stream)?.unwrap_or_default();
     let events = order.decide(command)?;
     if events.is_empty() {
@@ -111,13 +136,10 @@ pub async fn execute_in(
         .iter()
         .map(|(event, metadata)| new_event(event, metadata))
         .collect();
+    let messages = messages::for_events(order_id, &order, &with_metadata);
 
-    let recorded = event_store::append(&mut *conn, order_id.0, order.version, &new_events).await?;
-    outbox::enqueue(
-        &mut *conn,
-        &messages::for_events(order_id, &order, &with_metadata),
-    )
-    .await?;
+    let recorded =
+        event_store::append(executor, order_id.0, order.version, &new_events, &messages).await?;
 
     count_outcomes(&with_metadata);
     let order = with_metadata.iter().fold(order, |o, (e, _)| o.apply(e));

@@ -1,7 +1,8 @@
 //! An append-only event store in PostgreSQL, for any stream of JSON events.
 //!
-//! - `append` writes a batch of events at `expected_version + 1 …` inside the caller's
-//!   transaction; a clash on `(stream_id, version)` is a typed [`AppendError::Conflict`].
+//! - `append` writes a batch of events at `expected_version + 1 …`, and the messages they
+//!   cause to the outbox in the same statement; a clash on `(stream_id, version)` is a typed
+//!   [`AppendError::Conflict`].
 //! - `load` returns one stream in version order.
 //! - `read_all` follows the whole store in a global order that never skips a late commit: rows
 //!   are ordered by `(transaction_id, global_position)` and only rows written by transactions
@@ -9,8 +10,10 @@
 //!   The price is that one long transaction holds readers back until it ends.
 
 use chrono::{DateTime, Utc};
+use messaging::outbox::{self, OutgoingMessage};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgExecutor};
 use uuid::Uuid;
 
 /// Metadata stored with every event, and copied into the messages it causes.
@@ -84,13 +87,16 @@ pub enum AppendError {
     Database(#[from] sqlx::Error),
 }
 
-/// Appends `events` at versions `expected_version + 1 ..` in the caller's transaction and
-/// returns them as recorded.
+/// Appends `events` at versions `expected_version + 1 ..` and returns them as recorded.
+///
+/// `messages`, the integration messages the events cause, go to the outbox in the **same
+/// statement**: the append is atomic and costs one round trip even outside a transaction.
 pub async fn append(
-    conn: &mut PgConnection,
+    executor: impl PgExecutor<'_>,
     stream_id: Uuid,
     expected_version: u32,
     events: &[NewEvent],
+    messages: &[OutgoingMessage],
 ) -> Result<Vec<RecordedEvent>, AppendError> {
     let first = i64::from(expected_version) + 1;
     let versions: Vec<i32> = (0..events.len() as i64)
@@ -98,28 +104,44 @@ pub async fn append(
         .collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let schema_versions: Vec<i16> = events.iter().map(|e| e.schema_version).collect();
-    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
     let metadata: Vec<serde_json::Value> = events
         .iter()
         .map(|e| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
 
-    // Only what the database decides comes back; the rest is what we sent.
-    let result: Result<Vec<Assigned>, sqlx::Error> = sqlx::query_as(
-        "INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
+    let mut args = PgArguments::default();
+    let bound = (|| {
+        args.add(stream_id)?;
+        args.add(&versions)?;
+        args.add(&types)?;
+        args.add(&schema_versions)?;
+        args.add(&payloads)?;
+        args.add(&metadata)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        outbox::add_rows(&mut args, messages)
+    })();
+    bound.map_err(sqlx::Error::Encode)?;
+    // The outbox insert is a data-modifying `WITH`: it runs whether or not it is referenced.
+    // (Left out when there is nothing to queue: its trigger would wake the relay for nothing.)
+    let queue = if messages.is_empty() {
+        String::new()
+    } else {
+        format!("WITH queued AS ({})", outbox::insert_rows_sql(7))
+    };
+    let sql = format!(
+        "{queue}
+         INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
          SELECT $1, v, t, s, p, m
          FROM UNNEST($2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[]) AS u(v, t, s, p, m)
          ORDER BY v
-         RETURNING version, recorded_at, global_position, transaction_id::text::int8",
-    )
-    .bind(stream_id)
-    .bind(&versions)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .fetch_all(conn)
-    .await;
+         RETURNING version, recorded_at, global_position, transaction_id::text::int8"
+    );
+    // Only what the database decides comes back; the rest is what we sent.
+    let result: Result<Vec<Assigned>, sqlx::Error> =
+        sqlx::query_as_with(&sql, args).fetch_all(executor).await;
 
     match result {
         Ok(mut rows) => {

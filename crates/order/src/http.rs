@@ -200,7 +200,7 @@ async fn place_order(
     let command = Command::Place { customer_id, lines };
 
     let executed = match key {
-        None => commands::execute(&state.pool, order_id, command, &context).await,
+        None => commands::start(&state.pool, order_id, command, &context).await,
         Some(key) => idempotency::place_once(&state.pool, key, order_id, command, &context).await,
     };
     let executed = executed.map_err(command_problem)?;

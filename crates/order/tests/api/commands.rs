@@ -73,20 +73,53 @@ async fn events_and_their_outbox_messages_commit_or_roll_back_together() {
         (count(&app, "events").await, count(&app, "outbox").await),
         (0, 0)
     );
+    // Placing outside a transaction (`start`: one statement) is just as atomic.
+    let result = commands::start(
+        app.pool(),
+        order_id,
+        place.clone(),
+        &Context::external(order_id, None),
+    )
+    .await;
+    assert!(
+        matches!(result, Err(CommandError::Database(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        (count(&app, "events").await, count(&app, "outbox").await),
+        (0, 0)
+    );
 
     // Without the failure both commit.
     sqlx::query("DROP TRIGGER fail_outbox ON outbox")
         .execute(app.pool())
         .await
         .unwrap();
-    commands::execute(
+    commands::start(
+        app.pool(),
+        order_id,
+        place.clone(),
+        &Context::external(order_id, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (count(&app, "events").await, count(&app, "outbox").await),
+        (1, 1)
+    );
+
+    // `start` on a stream that exists after all loses on the version, and queues nothing.
+    let result = commands::start(
         app.pool(),
         order_id,
         place,
         &Context::external(order_id, None),
     )
-    .await
-    .unwrap();
+    .await;
+    assert!(
+        matches!(result, Err(CommandError::Conflict(_))),
+        "{result:?}"
+    );
     assert_eq!(
         (count(&app, "events").await, count(&app, "outbox").await),
         (1, 1)

@@ -33,10 +33,10 @@ async fn appended_events_load_back_in_order_with_their_metadata() {
     let stream = Uuid::new_v4();
     let first = [event(1), event(2)];
     let mut tx = db.pool.begin().await.unwrap();
-    let recorded = event_store::append(&mut tx, stream, 0, &first)
+    let recorded = event_store::append(&mut *tx, stream, 0, &first, &[])
         .await
         .unwrap();
-    event_store::append(&mut tx, stream, 2, &[event(3)])
+    event_store::append(&mut *tx, stream, 2, &[event(3)], &[])
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -70,7 +70,7 @@ async fn two_concurrent_writers_of_one_version_get_one_success_and_one_conflict(
             let pool = db.pool.clone();
             async move {
                 let mut tx = pool.begin().await?;
-                let result = event_store::append(&mut tx, stream, 0, &[event(n)]).await;
+                let result = event_store::append(&mut *tx, stream, 0, &[event(n)], &[]).await;
                 if result.is_ok() {
                     tx.commit().await?;
                 }
@@ -102,11 +102,11 @@ async fn the_global_reader_waits_for_an_earlier_transaction_instead_of_skipping_
     let db = store().await;
     // A takes the lower position and commits last; B commits first.
     let mut a = db.pool.begin().await.unwrap();
-    event_store::append(&mut a, Uuid::new_v4(), 0, &[event(1)])
+    event_store::append(&mut *a, Uuid::new_v4(), 0, &[event(1)], &[])
         .await
         .unwrap();
     let mut b = db.pool.begin().await.unwrap();
-    event_store::append(&mut b, Uuid::new_v4(), 0, &[event(2)])
+    event_store::append(&mut *b, Uuid::new_v4(), 0, &[event(2)], &[])
         .await
         .unwrap();
     b.commit().await.unwrap();
@@ -148,7 +148,7 @@ async fn a_reader_following_slow_overlapping_writers_sees_every_event_exactly_on
             for i in 0..PER_WRITER {
                 let n = w * 1000 + i;
                 let mut tx = pool.begin().await.unwrap();
-                event_store::append(&mut tx, Uuid::new_v4(), 0, &[event(n)])
+                event_store::append(&mut *tx, Uuid::new_v4(), 0, &[event(n)], &[])
                     .await
                     .unwrap();
                 // Hold the transaction open for a varying time so commits overlap and reorder.

@@ -4,11 +4,11 @@
 use contracts::orders::OrderMessage;
 use contracts::payments::{PaymentCaptured, PaymentDeclined};
 use messaging::consumer::{Handler, HandlerError, IncomingMessage};
-use messaging::outbox::{self, Metadata, OutgoingMessage};
+use messaging::outbox::{Metadata, OutgoingMessage};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
-use crate::payments::{self, Outcome};
+use crate::payments::{self, Payment};
 
 pub struct PaymentHandler {
     /// Credit of a customer seen for the first time.
@@ -45,35 +45,38 @@ impl Handler for PaymentHandler {
             request.amount,
         );
         let meta = Metadata::caused_by(&message.metadata, chrono::Utc::now());
-        let reply =
-            match payments::capture(conn, order_id, customer_id, amount, self.starting_credit)
-                .await?
-            {
-                Outcome::AlreadyPaid => return Ok(()),
-                Outcome::Captured { payment_id } => OutgoingMessage::new(
+        let reply = |payment: &Payment| match *payment {
+            Payment::Captured { payment_id } => OutgoingMessage::new(
+                order_id,
+                &PaymentCaptured {
                     order_id,
-                    &PaymentCaptured {
-                        order_id,
-                        payment_id,
-                        customer_id,
-                        revision,
-                        amount,
-                    },
-                    meta,
-                ),
-                Outcome::Declined { available_credit } => OutgoingMessage::new(
+                    payment_id,
+                    customer_id,
+                    revision,
+                    amount,
+                },
+                meta,
+            ),
+            Payment::Declined {
+                available_credit, ..
+            } => OutgoingMessage::new(
+                order_id,
+                &PaymentDeclined {
                     order_id,
-                    &PaymentDeclined {
-                        order_id,
-                        customer_id,
-                        revision,
-                        amount,
-                        available_credit,
-                    },
-                    meta,
-                ),
-            };
-        outbox::enqueue(conn, &[reply]).await?;
+                    customer_id,
+                    revision,
+                    amount,
+                    available_credit,
+                },
+                meta,
+            ),
+        };
+        let request = payments::Request {
+            order_id,
+            customer_id,
+            amount,
+        };
+        payments::capture(conn, request, self.starting_credit, reply).await?;
         Ok(())
     }
 }

@@ -1,0 +1,196 @@
+//! Capturing payments against a real PostgreSQL database: new and known customers, short
+//! credit, repeats, and racing payments of one customer.
+
+#![allow(clippy::unwrap_used)]
+
+use contracts::payments::PaymentCaptured;
+use messaging::outbox::{Metadata, OutgoingMessage};
+use payment::payments::{self, Payment, Request};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use test_support::TestDatabase;
+use uuid::Uuid;
+
+const STARTING: &str = "100.00";
+
+async fn database() -> TestDatabase {
+    let db = TestDatabase::create().await.unwrap();
+    payment::migrate(&db.pool).await.unwrap();
+    db
+}
+
+fn money(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// Any reply will do here: what matters is that it is queued with the payment.
+fn reply(order_id: Uuid) -> impl FnOnce(&Payment) -> OutgoingMessage {
+    move |payment| {
+        let payment_id = match *payment {
+            Payment::Captured { payment_id } | Payment::Declined { payment_id, .. } => payment_id,
+        };
+        let message = PaymentCaptured {
+            order_id,
+            payment_id,
+            customer_id: Uuid::nil(),
+            revision: 1,
+            amount: Decimal::ZERO,
+        };
+        let metadata = Metadata {
+            message_id: Uuid::now_v7(),
+            correlation_id: order_id,
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+        };
+        OutgoingMessage::new(order_id, &message, metadata)
+    }
+}
+
+async fn capture(
+    pool: &PgPool,
+    customer_id: Uuid,
+    order_id: Uuid,
+    amount: &str,
+) -> Option<Payment> {
+    let mut tx = pool.begin().await.unwrap();
+    let request = Request {
+        order_id,
+        customer_id,
+        amount: money(amount),
+    };
+    let payment = payments::capture(&mut tx, request, money(STARTING), reply(order_id))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    payment
+}
+
+async fn credit(pool: &PgPool, customer_id: Uuid) -> Option<Decimal> {
+    sqlx::query_scalar("SELECT credit FROM customers WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+/// (status of the order's payment, outbox rows for the order)
+async fn recorded(pool: &PgPool, order_id: Uuid) -> (Option<String>, i64) {
+    let status = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+    let queued = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_key = $1")
+        .bind(order_id.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (status, queued)
+}
+
+#[tokio::test]
+async fn a_new_customer_pays_from_the_starting_credit() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    let payment = capture(&db.pool, customer, order, "30.50").await;
+    assert!(
+        matches!(payment, Some(Payment::Captured { .. })),
+        "{payment:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("69.50")));
+    assert_eq!(
+        recorded(&db.pool, order).await,
+        (Some("captured".into()), 1)
+    );
+}
+
+#[tokio::test]
+async fn a_new_customer_short_of_the_starting_credit_is_declined_and_keeps_it() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    let payment = capture(&db.pool, customer, order, "100.01").await;
+    assert!(
+        matches!(payment, Some(Payment::Declined { available_credit, .. }) if available_credit == money(STARTING)),
+        "{payment:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert_eq!(
+        recorded(&db.pool, order).await,
+        (Some("declined".into()), 1)
+    );
+}
+
+#[tokio::test]
+async fn a_known_customer_is_debited_until_the_credit_runs_short() {
+    let db = database().await;
+    let customer = Uuid::new_v4();
+    let first = capture(&db.pool, customer, Uuid::new_v4(), "80.00").await;
+    assert!(matches!(first, Some(Payment::Captured { .. })));
+    let exact = capture(&db.pool, customer, Uuid::new_v4(), "15.00").await;
+    assert!(matches!(exact, Some(Payment::Captured { .. })));
+
+    let order = Uuid::new_v4();
+    let short = capture(&db.pool, customer, order, "5.01").await;
+    assert!(
+        matches!(short, Some(Payment::Declined { available_credit, .. }) if available_credit == money("5.00")),
+        "{short:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("5.00")));
+    assert_eq!(
+        recorded(&db.pool, order).await,
+        (Some("declined".into()), 1)
+    );
+    let rest = capture(&db.pool, customer, Uuid::new_v4(), "5.00").await;
+    assert!(matches!(rest, Some(Payment::Captured { .. })));
+    assert_eq!(credit(&db.pool, customer).await, Some(money("0.00")));
+}
+
+#[tokio::test]
+async fn an_order_is_paid_or_declined_once_whatever_repeats() {
+    let db = database().await;
+    let customer = Uuid::new_v4();
+    let (paid, declined) = (Uuid::new_v4(), Uuid::new_v4());
+    capture(&db.pool, customer, paid, "10.00").await.unwrap();
+    capture(&db.pool, customer, declined, "500.00")
+        .await
+        .unwrap();
+
+    assert_eq!(capture(&db.pool, customer, paid, "10.00").await, None);
+    // A repeat of the declined order, even one the credit would now cover, changes nothing.
+    assert_eq!(capture(&db.pool, customer, declined, "1.00").await, None);
+    assert_eq!(credit(&db.pool, customer).await, Some(money("90.00")));
+    assert_eq!(recorded(&db.pool, paid).await, (Some("captured".into()), 1));
+    assert_eq!(
+        recorded(&db.pool, declined).await,
+        (Some("declined".into()), 1)
+    );
+}
+
+#[tokio::test]
+async fn racing_payments_of_one_new_customer_never_spend_more_than_the_credit() {
+    let db = database().await;
+    let customer = Uuid::new_v4();
+    let payments = (0..16).map(|_| {
+        let pool = db.pool.clone();
+        tokio::spawn(async move { capture(&pool, customer, Uuid::new_v4(), "7.00").await })
+    });
+    let mut captured = 0;
+    for payment in futures::future::join_all(payments).await {
+        if let Some(Payment::Captured { .. }) = payment.unwrap() {
+            captured += 1;
+        }
+    }
+    // 100.00 covers 14 payments of 7.00, and every one of the 16 was decided.
+    assert_eq!(captured, 14);
+    assert_eq!(credit(&db.pool, customer).await, Some(money("2.00")));
+    let (rows, spent): (i64, Decimal) = sqlx::query_as(
+        "SELECT count(*), COALESCE(sum(amount) FILTER (WHERE status = 'captured'), 0)
+         FROM payments WHERE customer_id = $1",
+    )
+    .bind(customer)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, spent), (16, money("98.00")));
+}

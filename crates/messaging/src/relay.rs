@@ -34,7 +34,9 @@
 //!
 //! The `outbox` table's trigger sends `NOTIFY outbox` at commit; [`Relay::run`] waits on `LISTEN
 //! outbox`, with a slow poll as a safety net for a lost notification (e.g. across a reconnect).
-//! A full batch is followed immediately by the next one.
+//! A full batch is followed immediately by the next one. A notification names the first row of
+//! its insert; when a poll already read that row (the commit landed just before the poll, the
+//! notification just after), the relay goes back to waiting instead of polling for nothing.
 //!
 //! Published rows are kept for [`RelayConfig::retention`] (to inspect what went out) and then
 //! deleted by the lease holder.
@@ -130,6 +132,8 @@ pub struct Relay {
     config: RelayConfig,
     /// The connection holding the advisory lock; `None` while standing by.
     lease: Option<PgConnection>,
+    /// Ids the latest polls read: a notification naming one of them needs no poll of its own.
+    read: RecentIds,
 }
 
 #[derive(sqlx::FromRow)]
@@ -173,6 +177,7 @@ impl Relay {
             topic_prefix: kafka.topic_prefix.clone(),
             config,
             lease: None,
+            read: RecentIds::default(),
         })
     }
 
@@ -255,6 +260,7 @@ impl Relay {
         .fetch_all(&mut *conn)
         .await?;
         let full = rows.len() as i64 >= self.config.batch_size;
+        self.read.remember(rows.iter().map(|row| row.id));
         if rows.is_empty() {
             return Ok(BatchReport {
                 published: 0,
@@ -422,13 +428,20 @@ impl Relay {
             // Only a healthy lease holder is woken by notifications; a stand-by or a relay
             // backing off waits its full delay.
             let woken_early = self.holds_lease() && wait == self.config.poll_interval;
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.requested() => break,
-                notified = wait_notification(&mut listener), if woken_early => {
-                    if let Err(e) = notified {
-                        tracing::warn!(error = %e, "LISTEN outbox connection lost; reconnecting");
-                        listener = None;
+            let deadline = Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = shutdown.requested() => break,
+                    notified = wait_notification(&mut listener), if woken_early => match notified {
+                        // Commits whose rows an earlier poll already read: nothing new.
+                        Ok(firsts) if self.read.covers(&firsts) => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN outbox connection lost; reconnecting");
+                            listener = None;
+                            break;
+                        }
                     }
                 }
             }
@@ -471,16 +484,57 @@ async fn sample_outbox(pool: PgPool, mut shutdown: Shutdown) {
     }
 }
 
-async fn wait_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+/// Waits for the next notifications and returns their payloads: the first outbox id of each
+/// committed insert (see `3_outbox_notify_first_id.sql`).
+async fn wait_notification(listener: &mut Option<PgListener>) -> Result<Vec<String>, sqlx::Error> {
     match listener {
         Some(l) => {
-            l.recv().await?;
+            let mut payloads = vec![l.recv().await?.payload().to_owned()];
             // Coalesce the notifications that piled up while publishing: one batch serves all.
             // (`try_recv` would wait for the next one; `next_buffered` does not.)
-            while l.next_buffered().is_some() {}
-            Ok(())
+            while let Some(n) = l.next_buffered() {
+                payloads.push(n.payload().to_owned());
+            }
+            Ok(payloads)
         }
         None => std::future::pending().await,
+    }
+}
+
+/// The ids read by the latest polls, a bounded window of them.
+///
+/// A notification names the first row of a committed insert. If a poll read that row, the
+/// poll's snapshot came after the commit, so it saw every row of that transaction: they were
+/// read by that poll, or (past its limit) by the ones that follow a full batch at once.
+#[derive(Default)]
+struct RecentIds {
+    order: std::collections::VecDeque<i64>,
+    set: std::collections::HashSet<i64>,
+}
+
+impl RecentIds {
+    /// Far more than a notification can lag behind its poll.
+    const CAPACITY: usize = 4096;
+
+    fn remember(&mut self, ids: impl IntoIterator<Item = i64>) {
+        for id in ids {
+            if self.set.insert(id) {
+                self.order.push_back(id);
+            }
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether every payload names a row already read. Anything else (an unknown id, a payload
+    /// of another form) calls for a poll.
+    fn covers(&self, payloads: &[String]) -> bool {
+        payloads
+            .iter()
+            .all(|p| p.parse().is_ok_and(|id: i64| self.set.contains(&id)))
     }
 }
 
@@ -526,5 +580,36 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
         value: Some(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentIds;
+
+    fn payloads(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_notification_is_covered_only_by_rows_already_read() {
+        let mut read = RecentIds::default();
+        read.remember([3, 4, 7]);
+        assert!(read.covers(&payloads(&["3"])));
+        assert!(read.covers(&payloads(&["7", "4"])));
+        assert!(!read.covers(&payloads(&["7", "5"])), "5 was never read");
+        assert!(!read.covers(&payloads(&[""])), "a payload without an id");
+        assert!(!read.covers(&payloads(&["x"])));
+    }
+
+    #[test]
+    fn the_window_forgets_the_oldest_ids() {
+        let mut read = RecentIds::default();
+        read.remember(0..RecentIds::CAPACITY as i64 + 10);
+        read.remember([5_000_000, 5_000_000]);
+        assert_eq!(read.order.len(), RecentIds::CAPACITY);
+        assert_eq!(read.set.len(), RecentIds::CAPACITY);
+        assert!(!read.covers(&payloads(&["0"])));
+        assert!(read.covers(&payloads(&["5000000"])));
     }
 }

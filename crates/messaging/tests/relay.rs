@@ -141,6 +141,24 @@ async fn published_rows_are_deleted_after_the_retention_and_pending_ones_are_kep
     assert_eq!(left, 2);
 }
 
+/// A probe for `test_support::eventually`: whether `count` rows are marked published.
+fn published(
+    pool: &sqlx::PgPool,
+    count: i64,
+) -> impl Fn() -> futures::future::BoxFuture<'static, anyhow::Result<Option<()>>> {
+    let pool = pool.clone();
+    move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+                    .fetch_one(&pool)
+                    .await?;
+            Ok((n == count).then_some(()))
+        })
+    }
+}
+
 #[tokio::test]
 async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
     let world = World::new().await;
@@ -151,20 +169,6 @@ async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
     let relay = world.relay_with(config);
     let (trigger, shutdown) = platform::shutdown::channel();
     let task = tokio::spawn(relay.run(shutdown));
-    let published = |count: i64| {
-        let pool = world.pool().clone();
-        move || {
-            let pool = pool.clone();
-            async move {
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
-                )
-                .fetch_one(&pool)
-                .await?;
-                Ok((n == count).then_some(()))
-            }
-        }
-    };
 
     // The first row may be picked up by the relay's initial read; once it is published the
     // relay is idle, waiting on LISTEN with a poll far beyond this test's deadline.
@@ -172,7 +176,7 @@ async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
     test_support::eventually(
         Duration::from_secs(10),
         "the first row published",
-        published(1),
+        published(world.pool(), 1),
     )
     .await
     .unwrap();
@@ -180,7 +184,48 @@ async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
     test_support::eventually(
         Duration::from_secs(5),
         "the second row published on NOTIFY",
-        published(2),
+        published(world.pool(), 2),
+    )
+    .await
+    .unwrap();
+
+    trigger.fire();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_late_commit_with_a_smaller_id_still_wakes_the_relay() {
+    let world = World::new().await;
+    let config = RelayConfig {
+        poll_interval: Duration::from_secs(120),
+        ..RelayConfig::default()
+    };
+    let relay = world.relay_with(config);
+    let (trigger, shutdown) = platform::shutdown::channel();
+    let task = tokio::spawn(relay.run(shutdown));
+
+    // `late` takes the smaller id but commits after `early` was read and published: its own
+    // notification names a row no poll has read, so the relay must poll again.
+    let mut late = world.pool().begin().await.unwrap();
+    outbox::enqueue(&mut late, &[message("order-1", 1)])
+        .await
+        .unwrap();
+    commit(world.pool(), &[message("order-2", 1)]).await;
+    test_support::eventually(
+        Duration::from_secs(10),
+        "the early row",
+        published(world.pool(), 1),
+    )
+    .await
+    .unwrap();
+    late.commit().await.unwrap();
+    test_support::eventually(
+        Duration::from_secs(5),
+        "the late row, on NOTIFY",
+        published(world.pool(), 2),
     )
     .await
     .unwrap();

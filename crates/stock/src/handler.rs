@@ -12,7 +12,7 @@ use contracts::payments::PaymentMessage;
 use contracts::stock::{StockReleased, StockReservationFailed, StockReserved};
 use contracts::topics;
 use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
-use messaging::outbox::{self, Metadata, OutgoingMessage};
+use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -171,10 +171,7 @@ impl Handler for StockHandler {
             let _entered = traced.span.enter();
             replies.extend(action.apply(&mut ledger, &traced.message.metadata));
         }
-        ledger.save(conn).await?;
-        if !replies.is_empty() {
-            outbox::enqueue(conn, &replies).await?;
-        }
+        ledger.save(conn, &replies).await?;
         Ok(())
     }
 }

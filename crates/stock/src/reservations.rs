@@ -8,7 +8,8 @@
 //! 2. take the stock lock, one transaction-scoped advisory lock, and read what is available of
 //!    every product involved;
 //! 3. decide each message in memory ([`Ledger::hold`], [`Ledger::release`], [`Ledger::commit`]);
-//! 4. write every change in one statement ([`Ledger::save`]), guarded by what step 1 read.
+//! 4. write every change and the replies announcing them in one statement ([`Ledger::save`]),
+//!    guarded by what step 1 read.
 //!
 //! Everything runs inside the caller's transaction (the consumer's, with its inbox rows), so the
 //! changes and the messages announcing them commit together. The lock serialises every change
@@ -21,7 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use contracts::stock::ReservationFailure;
-use sqlx::PgConnection;
+use messaging::outbox::{self, OutgoingMessage};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
 /// The key of the advisory lock that serialises stock transactions in this database.
@@ -338,13 +341,18 @@ impl Ledger {
         true
     }
 
-    /// Writes every change in one statement: reservation rows (with their lines) and product
-    /// quantities. A reservation row is written only if it is still as [`Ledger::load`] read it
-    /// (absent, or at that revision and status); if any is not, [`Error::Concurrent`] says so
-    /// and nothing of the transaction may commit. Must run in the transaction that loaded the
-    /// ledger.
-    pub async fn save(self, conn: &mut PgConnection) -> Result<(), Error> {
+    /// Writes every change in one statement: reservation rows (with their lines), product
+    /// quantities, and `replies`, the messages announcing the changes, to the outbox. A
+    /// reservation row is written only if it is still as [`Ledger::load`] read it (absent, or
+    /// at that revision and status); if any is not, [`Error::Concurrent`] says so and nothing
+    /// of the transaction may commit. Must run in the transaction that loaded the ledger.
+    pub async fn save(
+        self,
+        conn: &mut PgConnection,
+        replies: &[OutgoingMessage],
+    ) -> Result<(), Error> {
         if self.changed.is_empty() {
+            outbox::enqueue(conn, replies).await?;
             return Ok(());
         }
         let mut orders = Vec::new();
@@ -377,8 +385,32 @@ impl Ledger {
         let (taken, reserved) = (amounts(&self.taken), amounts(&self.reserved));
         let products: Vec<i64> = products.into_iter().collect();
 
-        // Both CTEs run, whatever the final SELECT reads. Each changed order is one row by key.
-        let saved: i64 = sqlx::query_scalar(
+        let mut args = PgArguments::default();
+        let bound = (|| {
+            args.add(&orders)?;
+            args.add(&revisions)?;
+            args.add(&statuses)?;
+            args.add(&read_revisions)?;
+            args.add(&read_statuses)?;
+            args.add(&line_products)?;
+            args.add(&line_quantities)?;
+            args.add(&products)?;
+            args.add(&taken)?;
+            args.add(&reserved)?;
+            if replies.is_empty() {
+                return Ok(());
+            }
+            outbox::add_rows(&mut args, replies)
+        })();
+        bound.map_err(sqlx::Error::Encode)?;
+        let queue = if replies.is_empty() {
+            String::new()
+        } else {
+            format!(", queued AS ({})", outbox::insert_rows_sql(11))
+        };
+        // Every data-modifying CTE runs, whatever the final SELECT reads. Each changed order is
+        // one row by key.
+        let sql = format!(
             "WITH changed AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int4[], $5::text[],
                                       $6::text[], $7::text[])
@@ -400,21 +432,10 @@ impl Ledger {
                  SET available = p.available - s.taken, reserved = p.reserved + s.reserved
                  FROM UNNEST($8::int8[], $9::int4[], $10::int4[]) AS s(product_id, taken, reserved)
                  WHERE p.product_id = s.product_id
-             )
-             SELECT count(*) FROM saved",
-        )
-        .bind(&orders)
-        .bind(&revisions)
-        .bind(&statuses)
-        .bind(&read_revisions)
-        .bind(&read_statuses)
-        .bind(&line_products)
-        .bind(&line_quantities)
-        .bind(&products)
-        .bind(&taken)
-        .bind(&reserved)
-        .fetch_one(conn)
-        .await?;
+             ){queue}
+             SELECT count(*) FROM saved"
+        );
+        let saved: i64 = sqlx::query_scalar_with(&sql, args).fetch_one(conn).await?;
         if saved == orders.len() as i64 {
             Ok(())
         } else {
@@ -447,7 +468,7 @@ pub async fn hold(
     let products: Vec<i64> = wanted(lines).into_keys().collect();
     let mut ledger = Ledger::load(conn, &[order_id], &products).await?;
     let held = ledger.hold(order_id, revision, lines);
-    ledger.save(conn).await?;
+    ledger.save(conn, &[]).await?;
     Ok(held)
 }
 
@@ -455,7 +476,7 @@ pub async fn hold(
 pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
     let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
     let released = ledger.release(order_id);
-    ledger.save(conn).await?;
+    ledger.save(conn, &[]).await?;
     Ok(released)
 }
 
@@ -463,7 +484,7 @@ pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Er
 pub async fn commit(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
     let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
     let committed = ledger.commit(order_id);
-    ledger.save(conn).await?;
+    ledger.save(conn, &[]).await?;
     Ok(committed)
 }
 

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use contracts::Line;
-use contracts::stock::ReservationFailure;
+use contracts::stock::{ReservationFailure, StockReserved};
+use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::PgPool;
 use stock::reservations::{self, Error, Held};
 use test_support::TestDatabase;
@@ -297,7 +298,7 @@ async fn concurrent_orders_never_oversell() {
 }
 
 /// A consumer's micro-batch: several messages, of several orders, decided against one ledger
-/// and written in one statement.
+/// and written in one statement with the replies.
 #[tokio::test]
 async fn a_batch_is_read_once_and_written_once() {
     let db = database().await;
@@ -318,9 +319,34 @@ async fn a_batch_is_read_once_and_written_once() {
         ledger.hold(refused, 1, &[line(3, 6)]),
         Held::Failed { .. }
     ));
-    ledger.save(&mut tx).await.unwrap();
+    let reply = |order_id| {
+        let metadata = Metadata {
+            message_id: Uuid::now_v7(),
+            correlation_id: order_id,
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+        };
+        OutgoingMessage::new(
+            order_id,
+            &StockReserved {
+                order_id,
+                revision: 2,
+            },
+            metadata,
+        )
+    };
+    ledger
+        .save(&mut tx, &[reply(kept), reply(sold)])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
+    let queued: Vec<String> = sqlx::query_scalar("SELECT message_key FROM outbox ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, [kept.to_string(), sold.to_string()]);
     assert_eq!(product(&db.pool, 1).await, (99, 1));
     assert_eq!(product(&db.pool, 2).await, (49, 1));
     assert_eq!(product(&db.pool, 3).await, (5, 0));

@@ -34,9 +34,9 @@
 //!
 //! The `outbox` table's trigger sends `NOTIFY outbox` at commit; [`Relay::run`] waits on `LISTEN
 //! outbox`, with a slow poll as a safety net for a lost notification (e.g. across a reconnect).
-//! A full batch is followed immediately by the next one. A notification names the first row of
-//! its insert; when a poll already read that row (the commit landed just before the poll, the
-//! notification just after), the relay goes back to waiting instead of polling for nothing.
+//! A full batch is followed immediately by the next one. A notification names its row; when a
+//! poll already read that row (the commit landed just before the poll, the notification just
+//! after), the relay goes back to waiting instead of polling for nothing.
 //!
 //! Published rows are kept for [`RelayConfig::retention`] (to inspect what went out) and then
 //! deleted by the lease holder.
@@ -484,8 +484,8 @@ async fn sample_outbox(pool: PgPool, mut shutdown: Shutdown) {
     }
 }
 
-/// Waits for the next notifications and returns their payloads: the first outbox id of each
-/// committed insert (see `3_outbox_notify_first_id.sql`).
+/// Waits for the next notifications and returns their payloads: the id of each committed outbox
+/// row (see `3_outbox_notify_row_id.sql`).
 async fn wait_notification(listener: &mut Option<PgListener>) -> Result<Vec<String>, sqlx::Error> {
     match listener {
         Some(l) => {
@@ -503,9 +503,9 @@ async fn wait_notification(listener: &mut Option<PgListener>) -> Result<Vec<Stri
 
 /// The ids read by the latest polls, a bounded window of them.
 ///
-/// A notification names the first row of a committed insert. If a poll read that row, the
-/// poll's snapshot came after the commit, so it saw every row of that transaction: they were
-/// read by that poll, or (past its limit) by the ones that follow a full batch at once.
+/// A notification names a committed row. If a poll read that row, the poll's snapshot came
+/// after the commit, so it saw every row of that transaction: they were read by that poll, or
+/// (past its limit) by the ones that follow a full batch at once.
 #[derive(Default)]
 struct RecentIds {
     order: std::collections::VecDeque<i64>,

@@ -49,7 +49,8 @@ impl World {
                  consumer text NOT NULL,
                  message_id uuid NOT NULL,
                  message_key text,
-                 n bigint NOT NULL)",
+                 n bigint NOT NULL,
+                 txid bigint NOT NULL DEFAULT txid_current())",
         )
         .execute(&db.pool)
         .await

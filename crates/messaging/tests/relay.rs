@@ -141,71 +141,82 @@ async fn published_rows_are_deleted_after_the_retention_and_pending_ones_are_kep
     assert_eq!(left, 2);
 }
 
-/// A probe for `test_support::eventually`: whether `count` rows are marked published.
-fn published(
-    pool: &sqlx::PgPool,
-    count: i64,
-) -> impl Fn() -> futures::future::BoxFuture<'static, anyhow::Result<Option<()>>> {
-    let pool = pool.clone();
-    move || {
+/// A relay running with a poll interval far beyond any test deadline: only NOTIFY wakes it.
+/// (Test scaffolding: a failure here is a failed test, hence the unwraps.)
+struct ListeningRelay {
+    trigger: platform::shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[allow(clippy::unwrap_used)]
+impl ListeningRelay {
+    fn start(world: &World) -> Self {
+        let config = RelayConfig {
+            poll_interval: Duration::from_secs(120),
+            ..RelayConfig::default()
+        };
+        let (trigger, shutdown) = platform::shutdown::channel();
+        let task = tokio::spawn(world.relay_with(config).run(shutdown));
+        Self { trigger, task }
+    }
+
+    async fn stop(self) {
+        self.trigger.fire();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits until `count` rows are marked published.
+#[allow(clippy::unwrap_used)]
+async fn published(world: &World, count: i64, within: Duration, what: &str) {
+    let pool = world.pool().clone();
+    test_support::eventually(within, what, || {
         let pool = pool.clone();
-        Box::pin(async move {
+        async move {
             let n: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
                     .fetch_one(&pool)
                     .await?;
             Ok((n == count).then_some(()))
-        })
-    }
+        }
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
     let world = World::new().await;
-    let config = RelayConfig {
-        poll_interval: Duration::from_secs(120),
-        ..RelayConfig::default()
-    };
-    let relay = world.relay_with(config);
-    let (trigger, shutdown) = platform::shutdown::channel();
-    let task = tokio::spawn(relay.run(shutdown));
+    let relay = ListeningRelay::start(&world);
 
     // The first row may be picked up by the relay's initial read; once it is published the
     // relay is idle, waiting on LISTEN with a poll far beyond this test's deadline.
     commit(world.pool(), &[message("order-1", 1)]).await;
-    test_support::eventually(
+    published(
+        &world,
+        1,
         Duration::from_secs(10),
         "the first row published",
-        published(world.pool(), 1),
     )
-    .await
-    .unwrap();
+    .await;
     commit(world.pool(), &[message("order-1", 2)]).await;
-    test_support::eventually(
+    published(
+        &world,
+        2,
         Duration::from_secs(5),
         "the second row published on NOTIFY",
-        published(world.pool(), 2),
     )
-    .await
-    .unwrap();
-
-    trigger.fire();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    .await;
+    relay.stop().await;
 }
 
 #[tokio::test]
 async fn a_late_commit_with_a_smaller_id_still_wakes_the_relay() {
     let world = World::new().await;
-    let config = RelayConfig {
-        poll_interval: Duration::from_secs(120),
-        ..RelayConfig::default()
-    };
-    let relay = world.relay_with(config);
-    let (trigger, shutdown) = platform::shutdown::channel();
-    let task = tokio::spawn(relay.run(shutdown));
+    let relay = ListeningRelay::start(&world);
 
     // `late` takes the smaller id but commits after `early` was read and published: its own
     // notification names a row no poll has read, so the relay must poll again.
@@ -214,25 +225,8 @@ async fn a_late_commit_with_a_smaller_id_still_wakes_the_relay() {
         .await
         .unwrap();
     commit(world.pool(), &[message("order-2", 1)]).await;
-    test_support::eventually(
-        Duration::from_secs(10),
-        "the early row",
-        published(world.pool(), 1),
-    )
-    .await
-    .unwrap();
+    published(&world, 1, Duration::from_secs(10), "the early row").await;
     late.commit().await.unwrap();
-    test_support::eventually(
-        Duration::from_secs(5),
-        "the late row, on NOTIFY",
-        published(world.pool(), 2),
-    )
-    .await
-    .unwrap();
-
-    trigger.fire();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .unwrap()
-        .unwrap();
+    published(&world, 2, Duration::from_secs(5), "the late row, on NOTIFY").await;
+    relay.stop().await;
 }

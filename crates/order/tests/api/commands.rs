@@ -22,6 +22,11 @@ async fn count(app: &TestApp, table: &str) -> i64 {
         .unwrap()
 }
 
+/// (events, outbox rows)
+async fn written(app: &TestApp) -> (i64, i64) {
+    (count(app, "events").await, count(app, "outbox").await)
+}
+
 #[tokio::test]
 async fn events_and_their_outbox_messages_commit_or_roll_back_together() {
     let app = TestApp::spawn().await.unwrap();
@@ -30,23 +35,16 @@ async fn events_and_their_outbox_messages_commit_or_roll_back_together() {
         customer_id: CustomerId(uuid::Uuid::new_v4()),
         lines: vec![line(1, 1)],
     };
+    let context = Context::external(order_id, None);
 
     // A transaction that appended and enqueued, then rolled back, leaves neither.
     let mut tx = app.pool().begin().await.unwrap();
-    let executed = commands::execute_in(
-        &mut tx,
-        order_id,
-        place.clone(),
-        &Context::external(order_id, None),
-    )
-    .await
-    .unwrap();
+    let executed = commands::execute_in(&mut tx, order_id, place.clone(), &context)
+        .await
+        .unwrap();
     assert_eq!(executed.appended, 1);
     tx.rollback().await.unwrap();
-    assert_eq!(
-        (count(&app, "events").await, count(&app, "outbox").await),
-        (0, 0)
-    );
+    assert_eq!(written(&app).await, (0, 0));
 
     // A failure injected between the event insert and the outbox insert loses the event too.
     sqlx::raw_sql(
@@ -58,72 +56,34 @@ async fn events_and_their_outbox_messages_commit_or_roll_back_together() {
     .execute(app.pool())
     .await
     .unwrap();
-    let result = commands::execute(
-        app.pool(),
-        order_id,
-        place.clone(),
-        &Context::external(order_id, None),
-    )
-    .await;
-    assert!(
-        matches!(result, Err(CommandError::Database(_))),
-        "{result:?}"
-    );
-    assert_eq!(
-        (count(&app, "events").await, count(&app, "outbox").await),
-        (0, 0)
-    );
     // Placing outside a transaction (`start`: one statement) is just as atomic.
-    let result = commands::start(
-        app.pool(),
-        order_id,
-        place.clone(),
-        &Context::external(order_id, None),
-    )
-    .await;
-    assert!(
-        matches!(result, Err(CommandError::Database(_))),
-        "{result:?}"
-    );
-    assert_eq!(
-        (count(&app, "events").await, count(&app, "outbox").await),
-        (0, 0)
-    );
+    let in_a_transaction = commands::execute(app.pool(), order_id, place.clone(), &context).await;
+    let in_one_statement = commands::start(app.pool(), order_id, place.clone(), &context).await;
+    for result in [in_a_transaction, in_one_statement] {
+        assert!(
+            matches!(result, Err(CommandError::Database(_))),
+            "{result:?}"
+        );
+    }
+    assert_eq!(written(&app).await, (0, 0));
 
     // Without the failure both commit.
     sqlx::query("DROP TRIGGER fail_outbox ON outbox")
         .execute(app.pool())
         .await
         .unwrap();
-    commands::start(
-        app.pool(),
-        order_id,
-        place.clone(),
-        &Context::external(order_id, None),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        (count(&app, "events").await, count(&app, "outbox").await),
-        (1, 1)
-    );
+    commands::start(app.pool(), order_id, place.clone(), &context)
+        .await
+        .unwrap();
+    assert_eq!(written(&app).await, (1, 1));
 
     // `start` on a stream that exists after all loses on the version, and queues nothing.
-    let result = commands::start(
-        app.pool(),
-        order_id,
-        place,
-        &Context::external(order_id, None),
-    )
-    .await;
+    let result = commands::start(app.pool(), order_id, place, &context).await;
     assert!(
         matches!(result, Err(CommandError::Conflict(_))),
         "{result:?}"
     );
-    assert_eq!(
-        (count(&app, "events").await, count(&app, "outbox").await),
-        (1, 1)
-    );
+    assert_eq!(written(&app).await, (1, 1));
 }
 
 #[tokio::test]

@@ -479,15 +479,14 @@ impl<H: Handler> Shared<H> {
         kafka: &KafkaConsumer,
         shutdown: &mut Shutdown,
     ) -> Result<(), Stopped> {
-        let wanted = |e: &Envelope| !matches!(&e.parsed, Ok(m) if self.handler.ignores(m));
-        if !all.iter().any(wanted) {
+        if !all.iter().any(|e| self.wanted(e)) {
             if let Some(last) = all.last() {
                 store_offset(kafka, last);
             }
             return Ok(());
         }
         let (all, committed) = self.commit_together(all, shutdown).await?;
-        let batch: Vec<&Envelope> = all.iter().filter(|e| wanted(e)).collect();
+        let batch: Vec<&Envelope> = all.iter().filter(|e| self.wanted(e)).collect();
         if committed {
             for envelope in &batch {
                 if let Err(reason) = &envelope.parsed {
@@ -547,6 +546,11 @@ impl<H: Handler> Shared<H> {
         outcome.await.map_err(|_| Stopped)
     }
 
+    /// Whether the handler has anything to do with `envelope` (poison included: it is parked).
+    fn wanted(&self, envelope: &Envelope) -> bool {
+        !matches!(&envelope.parsed, Ok(m) if self.handler.ignores(m))
+    }
+
     /// Takes a submission back out of the queue; `false` if a transaction already took it.
     fn withdraw(&self, id: u64) -> bool {
         let mut waiting = self.waiting();
@@ -563,13 +567,14 @@ impl<H: Handler> Shared<H> {
 
     /// One transaction for several partitions' batches, then each batch back to its task.
     async fn apply_submissions(&self, taken: Vec<Submission>) {
-        let batch: Vec<&Envelope> = taken
+        let batch: Vec<&IncomingMessage> = taken
             .iter()
             .flat_map(|s| &s.envelopes)
-            .filter(|e| !matches!(&e.parsed, Ok(m) if self.handler.ignores(m)))
+            .filter(|e| self.wanted(e))
+            .filter_map(|e| e.parsed.as_ref().ok())
             .collect();
         let committed = match self.apply_batch(&batch).await {
-            Ok(_poison) => true,
+            Ok(()) => true,
             Err(e) => {
                 tracing::debug!(consumer = %self.config.name, error = %e, size = batch.len(),
                     partitions = taken.len(), "group transaction rolled back");
@@ -582,17 +587,13 @@ impl<H: Handler> Shared<H> {
         }
     }
 
-    /// Applies a whole batch in one transaction. Returns the poison messages to dead-letter
-    /// (invalid before any handler ran); any handler or database error rolls everything back.
-    async fn apply_batch<'b>(
-        &self,
-        batch: &[&'b Envelope],
-    ) -> Result<Vec<(&'b Envelope, String)>, HandlerError> {
-        let ids: Vec<Uuid> = batch
-            .iter()
-            .filter_map(|e| e.parsed.as_ref().ok())
-            .map(|m| m.metadata.message_id)
-            .collect();
+    /// Applies valid messages in one transaction; any handler or database error rolls
+    /// everything back. (Poison, invalid before any handler ran, is its task's to dead-letter.)
+    async fn apply_batch(&self, batch: &[&IncomingMessage]) -> Result<(), HandlerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = batch.iter().map(|m| m.metadata.message_id).collect();
         let mut tx = self.pool.begin().await?;
         let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
             "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[])
@@ -604,18 +605,17 @@ impl<H: Handler> Shared<H> {
         .await?
         .into_iter()
         .collect();
-        let mut poison = Vec::new();
         let mut apply = Vec::with_capacity(fresh.len());
         let mut duplicates = 0;
-        for &envelope in batch {
-            match &envelope.parsed {
-                Err(reason) => poison.push((envelope, reason.clone())),
-                // `remove`: a message twice in one batch is applied only the first time.
-                Ok(message) if fresh.remove(&message.metadata.message_id) => apply.push(Traced {
+        for &message in batch {
+            // `remove`: a message twice in one batch is applied only the first time.
+            if fresh.remove(&message.metadata.message_id) {
+                apply.push(Traced {
                     message,
                     span: self.span(message),
-                }),
-                Ok(_) => duplicates += 1,
+                });
+            } else {
+                duplicates += 1;
             }
         }
         let processed = apply.len() as u64;
@@ -623,7 +623,7 @@ impl<H: Handler> Shared<H> {
         tx.commit().await?;
         self.count_processed(processed);
         self.count_duplicates(duplicates);
-        Ok(poison)
+        Ok(())
     }
 
     /// Applies one message in its own transaction, retrying transient failures and parking a

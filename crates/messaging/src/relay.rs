@@ -435,7 +435,7 @@ impl Relay {
                     () = shutdown.requested() => break,
                     notified = wait_notification(&mut listener), if woken_early => match notified {
                         // Commits whose rows an earlier poll already read: nothing new.
-                        Ok(firsts) if self.read.covers(&firsts) => {}
+                        Ok(ids) if self.read.covers(&ids) => {}
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "LISTEN outbox connection lost; reconnecting");

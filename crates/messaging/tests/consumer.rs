@@ -237,23 +237,32 @@ async fn after_a_graceful_stop_the_group_resumes_without_redelivery() {
     second.stop().await;
 }
 
+/// Sixty messages of sixty keys, published: a backlog on every partition.
+async fn backlog_on_every_partition(world: &World) -> Vec<uuid::Uuid> {
+    let mut relay = world.relay();
+    let messages: Vec<_> = (0..60).map(|n| message(&format!("order-{n}"), n)).collect();
+    let ids = commit(world.pool(), &messages).await;
+    drain(&mut relay).await;
+    ids
+}
+
+/// At most `permits` transactions at once, and at most four messages from one partition each.
+fn capped(permits: usize) -> ConsumerConfig {
+    ConsumerConfig {
+        max_concurrency: permits,
+        max_batch: 4,
+        ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
+    }
+}
+
 /// With one transaction at a time, the batches of partitions waiting their turn are committed
 /// together: some transaction carries more messages than one partition's batch may hold.
 #[tokio::test]
 async fn waiting_partitions_batches_commit_in_one_transaction() {
     let world = World::new().await;
-    let mut relay = world.relay();
-    let messages: Vec<_> = (0..60).map(|n| message(&format!("order-{n}"), n)).collect();
-    let ids = commit(world.pool(), &messages).await;
-    drain(&mut relay).await;
-
-    let config = ConsumerConfig {
-        max_concurrency: 1,
-        max_batch: 4,
-        ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
-    };
+    let ids = backlog_on_every_partition(&world).await;
     let consumer =
-        world.start_consumer_with(config, EffectHandler::taking(Duration::from_millis(5)));
+        world.start_consumer_with(capped(1), EffectHandler::taking(Duration::from_millis(5)));
     world.assert_applied_exactly_once(&ids, WAIT).await;
     let largest: i64 = sqlx::query_scalar(
         "SELECT max(n) FROM (SELECT count(*) AS n FROM effects GROUP BY txid) t",
@@ -275,19 +284,10 @@ async fn waiting_partitions_batches_commit_in_one_transaction() {
 async fn transactions_at_once_are_capped_across_partitions() {
     for (permits, overlap_expected) in [(1, false), (6, true)] {
         let world = World::new().await;
-        let mut relay = world.relay();
-        let messages: Vec<_> = (0..60).map(|n| message(&format!("order-{n}"), n)).collect();
-        let ids = commit(world.pool(), &messages).await;
-        drain(&mut relay).await;
-
-        let config = ConsumerConfig {
-            max_concurrency: permits,
-            max_batch: 4,
-            ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
-        };
+        let ids = backlog_on_every_partition(&world).await;
         let handler = EffectHandler::taking(Duration::from_millis(5));
         let most_in_flight = handler.most_in_flight.clone();
-        let consumer = world.start_consumer_with(config, handler);
+        let consumer = world.start_consumer_with(capped(permits), handler);
         world.assert_applied_exactly_once(&ids, WAIT).await;
         let most = most_in_flight.load(std::sync::atomic::Ordering::SeqCst);
         if overlap_expected {

@@ -194,3 +194,79 @@ async fn racing_payments_of_one_new_customer_never_spend_more_than_the_credit() 
     .unwrap();
     assert_eq!((rows, spent), (16, money("98.00")));
 }
+
+/// Inserts `rows` payments of new orders by new customers, and the customers.
+async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
+    sqlx::query(
+        "WITH paid AS (
+             INSERT INTO payments (payment_id, order_id, customer_id, amount, status)
+             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'captured'
+             FROM generate_series(1, $1)
+             RETURNING customer_id
+         )
+         INSERT INTO customers (customer_id, credit) SELECT customer_id, 99 FROM paid",
+    )
+    .bind(rows)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// A capture (and a decline) must not come from a generic plan made while the statistics said
+/// the tables were small: that plan would scan every payment for every capture as the table
+/// grows (ARCHITECTURE.md, "Generic plans").
+#[tokio::test]
+async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
+    let db = database().await;
+    // One session: prepared statements and their plans belong to it.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let customer = Uuid::new_v4();
+    // Captured while the credit lasts, declined above it.
+    let pay = async |conn: &mut sqlx::PgConnection, amount: &str| {
+        let order_id = Uuid::new_v4();
+        let request = Request {
+            order_id,
+            customer_id: customer,
+            amount: money(amount),
+        };
+        payments::capture(conn, request, money(STARTING), reply(order_id))
+            .await
+            .unwrap()
+    };
+    grow(&mut conn, 100).await;
+    sqlx::query("ANALYZE payments, customers")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        pay(&mut conn, "1.00").await;
+        pay(&mut conn, "1000.00").await;
+    }
+    grow(&mut conn, 20_000).await;
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let scans = async |tx: &mut sqlx::PgConnection| {
+        let payments = test_support::unreported_seq_scans(tx, "payments").await;
+        let customers = test_support::unreported_seq_scans(tx, "customers").await;
+        (payments.unwrap(), customers.unwrap())
+    };
+    let before = scans(&mut tx).await;
+    let captured = pay(&mut tx, "1.00").await;
+    assert!(
+        matches!(captured, Some(Payment::Captured { .. })),
+        "{captured:?}"
+    );
+    let declined = pay(&mut tx, "1000.00").await;
+    assert!(
+        matches!(declined, Some(Payment::Declined { .. })),
+        "{declined:?}"
+    );
+    assert_eq!(
+        scans(&mut tx).await,
+        before,
+        "a payment scanned a whole table"
+    );
+    drop(tx);
+    drop(conn);
+    db.drop_now().await.unwrap();
+}

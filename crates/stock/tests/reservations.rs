@@ -358,3 +358,52 @@ async fn a_batch_is_read_once_and_written_once() {
     assert_eq!(status(&db.pool, refused).await, (1, "failed".to_owned()));
     db.drop_now().await.unwrap();
 }
+
+/// Inserts `rows` released reservations of new orders.
+async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
+    sqlx::query(
+        "INSERT INTO reservations (order_id, revision, status, product_ids, quantities)
+         SELECT gen_random_uuid(), 1, 'released', '{1}', '{1}' FROM generate_series(1, $1)",
+    )
+    .bind(rows)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// The reservations read by key must not come from a generic plan made while the statistics
+/// said the table was small: that plan would scan the table for every batch as it grows
+/// (ARCHITECTURE.md, "Generic plans").
+#[tokio::test]
+async fn reading_reservations_never_scans_the_table_it_grew_from_empty() {
+    let db = database().await;
+    // One session: prepared statements and their plans belong to it.
+    let mut conn = db.pool.acquire().await.unwrap();
+    grow(&mut conn, 100).await;
+    sqlx::query("ANALYZE reservations")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        reservations::hold(&mut conn, Uuid::new_v4(), 1, &[line(1, 1)])
+            .await
+            .unwrap();
+    }
+    grow(&mut conn, 20_000).await;
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let before = test_support::unreported_seq_scans(&mut tx, "reservations")
+        .await
+        .unwrap();
+    let held = reservations::hold(&mut tx, Uuid::new_v4(), 1, &[line(1, 1)])
+        .await
+        .unwrap();
+    assert!(matches!(held, Held::Reserved), "{held:?}");
+    let after = test_support::unreported_seq_scans(&mut tx, "reservations")
+        .await
+        .unwrap();
+    assert_eq!(after, before, "holding one order scanned every reservation");
+    drop(tx);
+    drop(conn);
+    db.drop_now().await.unwrap();
+}

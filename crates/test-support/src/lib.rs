@@ -141,3 +141,19 @@ impl Drop for Stopped {
         dev(&["start", self.0]);
     }
 }
+
+/// Sequential scans of `table` this session has made and not yet reported to the statistics
+/// (`pg_stat_xact_user_tables`). Two readings inside one transaction bracket its statements,
+/// since nothing is reported before it ends. A statement by key on a table that grew from empty
+/// should need no scan; see ARCHITECTURE.md, "Generic plans".
+pub async fn unreported_seq_scans(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+) -> anyhow::Result<i64> {
+    let scans: Option<i64> =
+        sqlx::query_scalar("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = $1")
+            .bind(table)
+            .fetch_optional(conn)
+            .await?;
+    Ok(scans.unwrap_or(0))
+}

@@ -188,3 +188,49 @@ async fn a_reader_following_slow_overlapping_writers_sees_every_event_exactly_on
         "every committed event read, no rolled-back one"
     );
 }
+
+/// Inserts `rows` events, one per new stream.
+async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
+    sqlx::query(
+        "INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
+         SELECT gen_random_uuid(), 1, 'Happened', 1, '{}', '{}' FROM generate_series(1, $1)",
+    )
+    .bind(rows)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// PostgreSQL settles on a generic plan for a prepared statement after its fifth run. Made
+/// while the statistics say the table is small (autovacuum analyses a new table early), that
+/// plan is a scan, and it would go on scanning the table as it grows. Loading a stream is
+/// planned per call instead.
+#[tokio::test]
+async fn loading_a_stream_never_scans_the_table_it_grew_from_empty() {
+    let db = store().await;
+    // One session: prepared statements and their plans belong to it.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let stream = Uuid::new_v4();
+    event_store::append(&mut *conn, stream, 0, &[event(1)], &[])
+        .await
+        .unwrap();
+    grow(&mut conn, 100).await;
+    sqlx::query("ANALYZE events")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        event_store::load(&mut *conn, stream).await.unwrap();
+    }
+    grow(&mut conn, 20_000).await;
+
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let before = test_support::unreported_seq_scans(&mut tx, "events")
+        .await
+        .unwrap();
+    assert_eq!(event_store::load(&mut *tx, stream).await.unwrap().len(), 1);
+    let after = test_support::unreported_seq_scans(&mut tx, "events")
+        .await
+        .unwrap();
+    assert_eq!(after, before, "loading one stream scanned the whole table");
+}

@@ -307,11 +307,7 @@ impl Relay {
         collect(pending, &mut acked, &mut errors).await;
 
         if !acked.is_empty() {
-            // Planned on every call (an unnamed statement), never from a cached generic plan:
-            // the outbox starts empty, and a generic plan made while it was tiny would go on
-            // scanning the whole table as it grows.
             sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-                .persistent(false)
                 .bind(&acked)
                 .execute(&mut *conn)
                 .await?;

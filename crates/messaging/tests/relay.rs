@@ -230,3 +230,63 @@ async fn a_late_commit_with_a_smaller_id_still_wakes_the_relay() {
     published(&world, 2, Duration::from_secs(5), "the late row, on NOTIFY").await;
     relay.stop().await;
 }
+
+/// The relay reads and marks rows by key. Its statements are prepared, and a generic plan
+/// settled while the outbox was small (and analysed) must not scan it once it has grown: the
+/// session runs with `enable_seqscan = off` (`platform::postgres::connect`).
+#[tokio::test]
+async fn publishing_never_scans_an_outbox_that_grew_from_empty() {
+    let world = World::new().await;
+    let mut relay = world.relay();
+    commit(world.pool(), &common::messages(100, 4)).await;
+    assert_eq!(drain(&mut relay).await, 100);
+    sqlx::query("ANALYZE outbox")
+        .execute(world.pool())
+        .await
+        .unwrap();
+    for n in 0..10 {
+        commit(world.pool(), &[message("order-1", n)]).await;
+        assert_eq!(drain(&mut relay).await, 1);
+    }
+    let grown = 20_000;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, topic, message_key, message_type, schema_version,
+                             payload, correlation_id, occurred_at, published_at)
+         SELECT gen_random_uuid(), 'old', 'old', 'Old', 1, '{}', gen_random_uuid(), now(), now()
+         FROM generate_series(1, $1)",
+    )
+    .bind(grown)
+    .execute(world.pool())
+    .await
+    .unwrap();
+    commit(world.pool(), &[message("order-1", 10)]).await;
+    assert_eq!(drain(&mut relay).await, 1);
+
+    // A session reports its statistics at the latest when it ends, before it lets go of its
+    // locks: once the lease is free, the relay's scans are all counted.
+    drop(relay);
+    let pool = world.pool().clone();
+    test_support::eventually(Duration::from_secs(10), "the relay's session ends", || {
+        let pool = pool.clone();
+        async move {
+            let leases: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                 WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await?;
+            Ok((leases == 0).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    let read: i64 =
+        sqlx::query_scalar("SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'outbox'")
+            .fetch_one(world.pool())
+            .await
+            .unwrap();
+    assert!(
+        read < grown.into(),
+        "the relay scanned the grown outbox ({read} rows read)"
+    );
+}

@@ -189,11 +189,9 @@ pub async fn load(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    // Planned per call: the table starts empty (ARCHITECTURE.md, "Generic plans").
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
     ))
-    .persistent(false)
     .bind(stream_id)
     .fetch_all(executor)
     .await

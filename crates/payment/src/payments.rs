@@ -57,8 +57,6 @@ pub async fn capture(
          ON CONFLICT (customer_id) DO UPDATE SET credit = c.credit - $3 WHERE c.credit >= $3
          RETURNING credit",
     )
-    // Planned per call: the tables start empty (ARCHITECTURE.md, "Generic plans").
-    .persistent(false)
     .bind(request.order_id)
     .bind(request.customer_id)
     .bind(request.amount)
@@ -87,10 +85,8 @@ async fn declined_or_paid(
     request: Request,
     starting_credit: Decimal,
 ) -> Result<Option<Decimal>, sqlx::Error> {
-    // Both reads planned per call, as the capture is.
     let paid: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM payments WHERE order_id = $1)")
-            .persistent(false)
             .bind(request.order_id)
             .fetch_one(&mut *conn)
             .await?;
@@ -105,7 +101,6 @@ async fn declined_or_paid(
     .execute(&mut *conn)
     .await?;
     let credit = sqlx::query_scalar("SELECT credit FROM customers WHERE customer_id = $1")
-        .persistent(false)
         .bind(request.customer_id)
         .fetch_one(conn)
         .await?;

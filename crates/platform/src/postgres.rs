@@ -9,13 +9,24 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use crate::settings::PostgresSettings;
 
 /// Connects to `database` on the configured server, creating the database if it is missing.
+///
+/// Every session runs with `enable_seqscan = off`. Each statement of a service reads or writes
+/// by key, so a sequential scan there is a planning accident: sqlx prepares statements, after
+/// five runs PostgreSQL may keep a generic plan, and one made while a new table was small
+/// scans it, on every call, as it grows. Off, the planner takes any index over a scan (and
+/// still scans a table that has no usable index). Unnamed statements would be planned on each
+/// call instead, but sqlx sends those in two round trips.
 pub async fn connect(settings: &PostgresSettings, database: &str) -> Result<PgPool, sqlx::Error> {
     let server: PgConnectOptions = settings.url.parse()?;
     create_database_if_missing(&server, database).await?;
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(server.database(database))
+        .connect_with(
+            server
+                .database(database)
+                .options([("enable_seqscan", "off")]),
+        )
         .await
 }
 

@@ -201,8 +201,6 @@ impl Ledger {
             "SELECT order_id, revision, status, product_ids AS products, quantities
              FROM reservations WHERE order_id = ANY($1)",
         )
-        // Planned per call: the table starts empty (ARCHITECTURE.md, "Generic plans").
-        .persistent(false)
         .bind(orders)
         .fetch_all(&mut *conn)
         .await?;

@@ -1,6 +1,7 @@
 //! The whole saga on this machine: completed orders per second at saturation, then end-to-end
 //! latency (placed → completed, from the event store's timestamps) at 25%, 50% and 75% of that
-//! rate. Every component runs as its own release process, as `./dev up` runs them.
+//! rate, with the median and p99 of each step (which relay or consumer the time went to). Every
+//! component runs as its own release process, as `./dev up` runs them.
 //!
 //! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
 //! of each phase and step (default 10), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N`
@@ -15,10 +16,15 @@
 #[allow(clippy::unwrap_used)]
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::stack::{COMPONENTS, Stack};
+use contracts::Contract;
+use contracts::orders::{OrderCompleted, OrderPlaced, PaymentRequested};
+use contracts::payments::PaymentCaptured;
+use contracts::stock::StockReserved;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -182,6 +188,101 @@ async fn latency_at_window(
     Ok(latencies)
 }
 
+/// The steps of a completed order, each from the end of the one before. A relay step ends when
+/// Kafka acknowledged the message and the relay marked its outbox row; the next step ends when
+/// the transaction that handled it began (its own rows' timestamps). A consumer may begin
+/// before the relay's mark, so its step can be slightly negative.
+const STEPS: [&str; 8] = [
+    "order relay",
+    "stock",
+    "stock relay",
+    "order",
+    "order relay",
+    "payment",
+    "payment relay",
+    "order",
+];
+
+/// (order id, message type) → seconds since the epoch.
+type Times = HashMap<(String, String), f64>;
+
+/// When each outbox row since `since` was created (its transaction began) and published.
+async fn outbox_times(
+    pool: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(Times, Times)> {
+    let rows: Vec<(String, String, f64, f64)> = sqlx::query_as(
+        "SELECT message_key, message_type, extract(epoch FROM created_at)::float8,
+                extract(epoch FROM published_at)::float8
+         FROM outbox WHERE published_at IS NOT NULL AND created_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let (mut created, mut published) = (Times::new(), Times::new());
+    for (order, kind, at, out) in rows {
+        created.insert((order.clone(), kind.clone()), at);
+        published.insert((order, kind), out);
+    }
+    Ok((created, published))
+}
+
+/// Milliseconds each step of [`STEPS`] took for the orders placed since `since`, each sorted.
+async fn steps(
+    stack: &Stack,
+    orders: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let rows: Vec<(String, String, f64)> = sqlx::query_as(
+        "SELECT stream_id::text, event_type, extract(epoch FROM recorded_at)::float8
+         FROM events WHERE recorded_at >= $1",
+    )
+    .bind(since)
+    .fetch_all(orders)
+    .await?;
+    let events: Times = rows.into_iter().map(|(o, t, at)| ((o, t), at)).collect();
+    let (_, order_out) = outbox_times(orders, since).await?;
+    let (stock_in, stock_out) = outbox_times(&stack.pool("stock").await, since).await?;
+    let (payment_in, payment_out) = outbox_times(&stack.pool("payment").await, since).await?;
+    let path: [(&Times, &str); 9] = [
+        (&events, OrderPlaced::TYPE),
+        (&order_out, OrderPlaced::TYPE),
+        (&stock_in, StockReserved::TYPE),
+        (&stock_out, StockReserved::TYPE),
+        (&events, PaymentRequested::TYPE),
+        (&order_out, PaymentRequested::TYPE),
+        (&payment_in, PaymentCaptured::TYPE),
+        (&payment_out, PaymentCaptured::TYPE),
+        (&events, OrderCompleted::TYPE),
+    ];
+    let mut steps = vec![Vec::new(); STEPS.len()];
+    for (order, _) in events.keys().filter(|(_, kind)| kind == OrderPlaced::TYPE) {
+        let times: Option<Vec<f64>> = (path.iter())
+            .map(|(times, kind)| times.get(&(order.clone(), (*kind).to_owned())).copied())
+            .collect();
+        for (step, pair) in steps
+            .iter_mut()
+            .zip(times.iter().flat_map(|t| t.windows(2)))
+        {
+            step.push((pair[1] - pair[0]) * 1000.0);
+        }
+    }
+    for step in &mut steps {
+        step.sort_by(f64::total_cmp);
+    }
+    Ok(steps)
+}
+
+fn print_steps(steps: &[Vec<f64>]) {
+    let shown: Vec<String> = (STEPS.iter().zip(steps))
+        .map(|(name, ms)| {
+            let (p50, p99) = (percentile(ms, 0.50), percentile(ms, 0.99));
+            format!("{name} {p50:.1}/{p99:.1}")
+        })
+        .collect();
+    println!("{:>11} steps, p50/p99 ms: {}", "", shown.join(" · "));
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -230,6 +331,7 @@ async fn main() -> anyhow::Result<()> {
             percentile(&latencies, 0.95),
             percentile(&latencies, 0.99),
         );
+        print_steps(&steps(&stack, &orders, start).await?);
         return Ok(());
     }
 
@@ -251,6 +353,7 @@ async fn main() -> anyhow::Result<()> {
         // worth of autovacuum work behind, which would land in whichever phase came next.
         let (stack, orders) = fresh_stack().await?;
         let rate = saturated * share;
+        let start = chrono::Utc::now();
         let latencies = latency_at(&stack, &orders, rate, seconds).await?;
         println!(
             "{:>9.0}% {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>8}",
@@ -261,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
             percentile(&latencies, 0.99),
             latencies.len()
         );
+        print_steps(&steps(&stack, &orders, start).await?);
     }
     Ok(())
 }

@@ -203,8 +203,8 @@ async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
 
 /// PostgreSQL settles on a generic plan for a prepared statement after its fifth run. Made
 /// while the statistics say the table is small (autovacuum analyses a new table early), that
-/// plan is a scan, and it would go on scanning the table as it grows. Loading a stream is
-/// planned per call instead.
+/// plan could be a scan, and it would go on scanning the table as it grows. The services'
+/// sessions rule that out (`enable_seqscan = off`, ARCHITECTURE.md, "Generic plans").
 #[tokio::test]
 async fn loading_a_stream_never_scans_the_table_it_grew_from_empty() {
     let db = store().await;

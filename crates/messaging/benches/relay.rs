@@ -64,7 +64,7 @@ async fn raw_producer(
         .set("bootstrap.servers", &settings.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "1")
+        .set("linger.ms", "0")
         .set("compression.type", "lz4")
         .create()?;
     let topic = format!("{}{TOPIC}", settings.kafka.topic_prefix);

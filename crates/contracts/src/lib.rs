@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 /// Logical topic names. The deployed name is `{prefix}{name}` (see `KafkaSettings`).
 pub mod topics {
-    /// Facts of the order service: placed, lines changed, payment requested, completed, failed.
+    /// Facts of the order service: placed, lines changed, completed, failed.
     pub const ORDERS: &str = "shop.orders";
     /// Facts of the stock service: reserved, reservation failed, released.
     pub const STOCK: &str = "shop.stock";
@@ -62,9 +62,12 @@ pub(crate) fn decode_as<T: Contract>(payload: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Declares a topic's message enum with `decode` (type + version + payload → variant) and
-/// `message_type`. One arm per contract keeps the topic's vocabulary in one readable list.
+/// `message_type`. One arm per contract keeps the topic's vocabulary in one readable list. An
+/// arm may name its schema version (`Variant(Type) = 2`); without one it is version 1.
 macro_rules! topic_messages {
-    ($(#[$meta:meta])* $name:ident, $topic:expr, { $($variant:ident($ty:ty)),+ $(,)? }) => {
+    (@version) => { 1 };
+    (@version $version:literal) => { $version };
+    ($(#[$meta:meta])* $name:ident, $topic:expr, { $($variant:ident($ty:ty) $(= $version:literal)?),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
         pub enum $name {
@@ -102,7 +105,7 @@ macro_rules! topic_messages {
         $(
             impl $crate::Contract for $ty {
                 const TYPE: &'static str = stringify!($variant);
-                const VERSION: u16 = 1;
+                const VERSION: u16 = topic_messages!(@version $($version)?);
                 const TOPIC: &'static str = $topic;
             }
         )+
@@ -118,4 +121,40 @@ pub struct Line {
     pub quantity: u32,
     #[serde(with = "rust_decimal::serde::str")]
     pub unit_price: rust_decimal::Decimal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::orders::OrderMessage;
+    use super::{Contract, DecodeError};
+
+    const PLACED: &str = r#"{"orderId": "018f2b6e-0000-7000-8000-000000000001",
+        "customerId": "018f2b6e-0000-7000-8000-000000000002", "revision": 1,
+        "lines": [{"productId": 1, "quantity": 2, "unitPrice": "5.00"}], "total": "10.00"}"#;
+
+    #[test]
+    fn a_message_decodes_by_its_type_and_current_schema_version() {
+        let message = OrderMessage::decode("OrderPlaced", 2, PLACED.as_bytes()).unwrap();
+        let OrderMessage::OrderPlaced(placed) = message else {
+            panic!("{message:?}");
+        };
+        assert_eq!(placed.total, "10.00".parse().unwrap());
+        assert_eq!(super::stock::StockReserved::VERSION, 2);
+        assert_eq!(super::orders::OrderCompleted::VERSION, 1);
+    }
+
+    #[test]
+    fn an_older_schema_version_is_unknown_and_a_missing_field_is_malformed() {
+        let older = OrderMessage::decode("OrderPlaced", 1, PLACED.as_bytes());
+        assert!(
+            matches!(older, Err(DecodeError::UnknownType { version: 1, .. })),
+            "{older:?}"
+        );
+        let without_total = PLACED.replace(r#", "total": "10.00""#, "");
+        let malformed = OrderMessage::decode("OrderPlaced", 2, without_total.as_bytes());
+        assert!(
+            matches!(malformed, Err(DecodeError::Malformed { .. })),
+            "{malformed:?}"
+        );
+    }
 }

@@ -9,16 +9,18 @@ use crate::{Line, topic_messages};
 topic_messages!(
     /// Every message of the orders topic.
     OrderMessage, crate::topics::ORDERS, {
-        OrderPlaced(OrderPlaced),
-        OrderLinesChanged(OrderLinesChanged),
-        PaymentRequested(PaymentRequested),
+        // Version 2 added `total` (and `customerId` to a change), which payment needs through
+        // stock: a version 1 message is dead-lettered as unknown.
+        OrderPlaced(OrderPlaced) = 2,
+        OrderLinesChanged(OrderLinesChanged) = 2,
         OrderCompleted(OrderCompleted),
         OrderFailed(OrderFailed),
     }
 );
 
 /// A customer placed an order; the saga starts. `revision` numbers the order's lines: it grows
-/// by one with every change, and replies name the revision they answer.
+/// by one with every change, and replies name the revision they answer. `total` is what the
+/// lines cost; stock passes it on to payment with its reservation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderPlaced {
@@ -26,28 +28,21 @@ pub struct OrderPlaced {
     pub customer_id: Uuid,
     pub revision: u32,
     pub lines: Vec<Line>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
 }
 
 /// The lines of a pending order changed; `lines` is the whole new set, so a reservation can be
-/// set to it idempotently.
+/// set to it idempotently, and `total` what they cost now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLinesChanged {
     pub order_id: Uuid,
-    pub revision: u32,
-    pub lines: Vec<Line>,
-}
-
-/// Stock holds the order's final lines; the order no longer accepts changes and asks for
-/// `amount` to be captured. This is the saga's cut-off point.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PaymentRequested {
-    pub order_id: Uuid,
     pub customer_id: Uuid,
     pub revision: u32,
+    pub lines: Vec<Line>,
     #[serde(with = "rust_decimal::serde::str")]
-    pub amount: Decimal,
+    pub total: Decimal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Facts published by the stock service on [`topics::STOCK`](crate::topics::STOCK).
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -8,18 +9,23 @@ use crate::topic_messages;
 topic_messages!(
     /// Every message of the stock topic.
     StockMessage, crate::topics::STOCK, {
-        StockReserved(StockReserved),
+        // Version 2 added `customerId` and `amount`: payment acts on it since then.
+        StockReserved(StockReserved) = 2,
         StockReservationFailed(StockReservationFailed),
         StockReleased(StockReleased),
     }
 );
 
-/// Every line of the order's `revision` is reserved.
+/// Every line of the order's `revision` is reserved. Payment captures `amount`, the total of
+/// those lines as the order stated it, from the customer's credit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StockReserved {
     pub order_id: Uuid,
+    pub customer_id: Uuid,
     pub revision: u32,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
 }
 
 /// Some line of `revision` could not be reserved; nothing is reserved for the order any more.

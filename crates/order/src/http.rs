@@ -282,7 +282,7 @@ async fn get_events(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The order is no longer pending, or its lines are final", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is no longer pending (completed or failed)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A rule of the order is broken", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -320,7 +320,7 @@ async fn add_item(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed product id or quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending, lines final, fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending, fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Invalid quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -443,11 +443,6 @@ fn domain_problem(error: DomainError) -> Problem {
             StatusCode::CONFLICT,
             "order-not-pending",
             "The order is no longer pending",
-        ),
-        DomainError::ChangesClosed => Problem::new(
-            StatusCode::CONFLICT,
-            "order-changes-closed",
-            "The order's lines are final: payment was already requested",
         ),
         DomainError::NotEnoughToRemove { .. } => Problem::new(
             StatusCode::CONFLICT,

@@ -1,14 +1,13 @@
 //! The integration messages the order's events publish. Domain events stay private to the
 //! service; what other services see is the versioned contract in `contracts::orders`.
 
-use contracts::orders::{
-    OrderCompleted, OrderFailed, OrderLinesChanged, OrderPlaced, PaymentRequested,
-};
+use contracts::orders::{OrderCompleted, OrderFailed, OrderLinesChanged, OrderPlaced};
 use messaging::outbox::{Metadata, OutgoingMessage};
 
 use crate::domain::{Event, Line, Order, OrderId};
 
-/// One message per event, built from the order's state right after that event.
+/// One message per event, built from the order's state right after that event (a retired
+/// event, never decided any more, has none).
 pub fn for_events(
     order_id: OrderId,
     before: &Order,
@@ -18,11 +17,11 @@ pub fn for_events(
     let id = order_id.0;
     events
         .iter()
-        .map(|(event, metadata)| {
+        .filter_map(|(event, metadata)| {
             order = order.clone().apply(event);
             let metadata = metadata.clone();
             let lines = || order.lines.iter().map(contract_line).collect::<Vec<_>>();
-            match event {
+            Some(match event {
                 Event::OrderPlaced { customer_id, .. } => OutgoingMessage::new(
                     id,
                     &OrderPlaced {
@@ -30,6 +29,7 @@ pub fn for_events(
                         customer_id: customer_id.0,
                         revision: order.revision,
                         lines: lines(),
+                        total: order.total().amount(),
                     },
                     metadata,
                 ),
@@ -37,18 +37,10 @@ pub fn for_events(
                     id,
                     &OrderLinesChanged {
                         order_id: id,
+                        customer_id: order.customer_id.0,
                         revision: order.revision,
                         lines: lines(),
-                    },
-                    metadata,
-                ),
-                Event::PaymentRequested { revision, amount } => OutgoingMessage::new(
-                    id,
-                    &PaymentRequested {
-                        order_id: id,
-                        customer_id: order.customer_id.0,
-                        revision: *revision,
-                        amount: amount.amount(),
+                        total: order.total().amount(),
                     },
                     metadata,
                 ),
@@ -74,7 +66,8 @@ pub fn for_events(
                     },
                     metadata,
                 ),
-            }
+                Event::PaymentRequested { .. } => return None,
+            })
         })
         .collect()
 }

@@ -15,10 +15,12 @@ use crate::domain::{Command, OrderId};
 pub struct SagaHandler;
 
 impl Handler for SagaHandler {
-    /// A released reservation is the end of a compensation the order already failed for.
+    /// A reservation is payment's to act on, and a released one is the end of a compensation
+    /// the order already failed for.
     fn ignores(&self, message: &IncomingMessage) -> bool {
         use contracts::Contract;
-        message.message_type == contracts::stock::StockReleased::TYPE
+        use contracts::stock::{StockReleased, StockReserved};
+        [StockReserved::TYPE, StockReleased::TYPE].contains(&message.message_type.as_str())
     }
 
     async fn handle(
@@ -28,12 +30,6 @@ impl Handler for SagaHandler {
     ) -> Result<(), HandlerError> {
         let (order_id, command) = match message.topic.as_str() {
             topics::STOCK => match message.decode(StockMessage::decode)? {
-                StockMessage::StockReserved(m) => (
-                    m.order_id,
-                    Command::ConfirmStock {
-                        revision: m.revision,
-                    },
-                ),
                 StockMessage::StockReservationFailed(m) => (
                     m.order_id,
                     Command::RejectStock {
@@ -44,7 +40,7 @@ impl Handler for SagaHandler {
                         },
                     },
                 ),
-                StockMessage::StockReleased(_) => return Ok(()),
+                StockMessage::StockReserved(_) | StockMessage::StockReleased(_) => return Ok(()),
             },
             topics::PAYMENTS => match message.decode(PaymentMessage::decode)? {
                 PaymentMessage::PaymentCaptured(m) => (

@@ -1,8 +1,8 @@
 //! What the payment service does with each message, inside the idempotent consumer's
-//! transaction.
+//! transaction. Payment follows stock: it pays for what stock holds.
 
-use contracts::orders::OrderMessage;
 use contracts::payments::{PaymentCaptured, PaymentDeclined};
+use contracts::stock::StockMessage;
 use messaging::consumer::{Handler, HandlerError, IncomingMessage};
 use messaging::outbox::{Metadata, OutgoingMessage};
 use rust_decimal::Decimal;
@@ -16,17 +16,10 @@ pub struct PaymentHandler {
 }
 
 impl Handler for PaymentHandler {
-    /// Of the orders topic, only payment requests concern payment.
+    /// A released reservation follows a declined payment: nothing is left to pay or refund.
     fn ignores(&self, message: &IncomingMessage) -> bool {
         use contracts::Contract;
-        use contracts::orders::{OrderCompleted, OrderFailed, OrderLinesChanged, OrderPlaced};
-        [
-            OrderPlaced::TYPE,
-            OrderLinesChanged::TYPE,
-            OrderCompleted::TYPE,
-            OrderFailed::TYPE,
-        ]
-        .contains(&message.message_type.as_str())
+        message.message_type == contracts::stock::StockReleased::TYPE
     }
 
     async fn handle(
@@ -34,47 +27,47 @@ impl Handler for PaymentHandler {
         conn: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        // The payment service listens to the orders topic but acts only on payment requests.
-        let OrderMessage::PaymentRequested(request) = message.decode(OrderMessage::decode)? else {
-            return Ok(());
+        let reserved = match message.decode(StockMessage::decode)? {
+            StockMessage::StockReserved(reserved) => reserved,
+            // Stock holds nothing for the order any more: neither is its money held.
+            StockMessage::StockReservationFailed(failed) => {
+                payments::refund_earlier(conn, failed.order_id, failed.revision).await?;
+                return Ok(());
+            }
+            StockMessage::StockReleased(_) => return Ok(()),
         };
-        let (order_id, customer_id, revision, amount) = (
-            request.order_id,
-            request.customer_id,
-            request.revision,
-            request.amount,
-        );
+        let request = payments::Request {
+            order_id: reserved.order_id,
+            customer_id: reserved.customer_id,
+            revision: reserved.revision,
+            amount: reserved.amount,
+        };
         let meta = Metadata::caused_by(&message.metadata, chrono::Utc::now());
         let reply = |payment: &Payment| match *payment {
             Payment::Captured { payment_id } => OutgoingMessage::new(
-                order_id,
+                request.order_id,
                 &PaymentCaptured {
-                    order_id,
+                    order_id: request.order_id,
                     payment_id,
-                    customer_id,
-                    revision,
-                    amount,
+                    customer_id: request.customer_id,
+                    revision: request.revision,
+                    amount: request.amount,
                 },
                 meta,
             ),
             Payment::Declined {
                 available_credit, ..
             } => OutgoingMessage::new(
-                order_id,
+                request.order_id,
                 &PaymentDeclined {
-                    order_id,
-                    customer_id,
-                    revision,
-                    amount,
+                    order_id: request.order_id,
+                    customer_id: request.customer_id,
+                    revision: request.revision,
+                    amount: request.amount,
                     available_credit,
                 },
                 meta,
             ),
-        };
-        let request = payments::Request {
-            order_id,
-            customer_id,
-            amount,
         };
         payments::capture(conn, request, self.starting_credit, reply).await?;
         Ok(())

@@ -1,7 +1,8 @@
 //! The payment service: owns customer credit and captures or declines each order's payment.
 //!
-//! - [`payments`]: capture or decline, once per order, over PostgreSQL;
-//! - [`handler`]: `PaymentRequested` in, `PaymentCaptured`/`PaymentDeclined` out;
+//! - [`payments`]: capture, decline or refund, per revision of an order, over PostgreSQL;
+//! - [`handler`]: `StockReserved` in, `PaymentCaptured`/`PaymentDeclined` out;
+//!   `StockReservationFailed` in, the order's capture refunded;
 //! - [`http`]: `GET /api/payments`.
 
 pub mod handler;
@@ -31,7 +32,7 @@ pub fn definition(
         migrations: &MIGRATIONS,
         port,
         routes: http::routes,
-        consumer: messaging::consumer::ConsumerConfig::new(CONSUMER, &[contracts::topics::ORDERS]),
+        consumer: messaging::consumer::ConsumerConfig::new(CONSUMER, &[contracts::topics::STOCK]),
         handler: handler::PaymentHandler {
             starting_credit: settings.payment.starting_credit,
         },

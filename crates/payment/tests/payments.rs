@@ -1,5 +1,5 @@
 //! Capturing payments against a real PostgreSQL database: new and known customers, short
-//! credit, repeats, and racing payments of one customer.
+//! credit, repeats, new revisions of an order, refunds, and racing payments of one customer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,10 +53,21 @@ async fn capture(
     order_id: Uuid,
     amount: &str,
 ) -> Option<Payment> {
+    capture_revision(pool, customer_id, order_id, 1, amount).await
+}
+
+async fn capture_revision(
+    pool: &PgPool,
+    customer_id: Uuid,
+    order_id: Uuid,
+    revision: u32,
+    amount: &str,
+) -> Option<Payment> {
     let mut tx = pool.begin().await.unwrap();
     let request = Request {
         order_id,
         customer_id,
+        revision,
         amount: money(amount),
     };
     let payment = payments::capture(&mut tx, request, money(STARTING), reply(order_id))
@@ -74,13 +85,15 @@ async fn credit(pool: &PgPool, customer_id: Uuid) -> Option<Decimal> {
         .unwrap()
 }
 
-/// (status of the order's payment, outbox rows for the order)
+/// (status of the order's standing payment, outbox rows for the order)
 async fn recorded(pool: &PgPool, order_id: Uuid) -> (Option<String>, i64) {
-    let status = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await
-        .unwrap();
+    let status = sqlx::query_scalar(
+        "SELECT status FROM payments WHERE order_id = $1 AND status <> 'refunded'",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+    .unwrap();
     let queued = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE message_key = $1")
         .bind(order_id.to_string())
         .fetch_one(pool)
@@ -167,6 +180,121 @@ async fn an_order_is_paid_or_declined_once_whatever_repeats() {
     );
 }
 
+/// The order's payments as (revision, status, amount), oldest revision first.
+async fn payments_of(pool: &PgPool, order_id: Uuid) -> Vec<(i32, String, Decimal)> {
+    sqlx::query_as(
+        "SELECT revision, status, amount FROM payments WHERE order_id = $1 ORDER BY revision",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn refund_earlier(pool: &PgPool, order_id: Uuid, revision: u32) -> Option<Decimal> {
+    let mut tx = pool.begin().await.unwrap();
+    let refunded = payments::refund_earlier(&mut tx, order_id, revision)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    refunded
+}
+
+#[tokio::test]
+async fn a_newer_revision_refunds_the_capture_and_captures_its_own_total() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    capture_revision(&db.pool, customer, order, 1, "30.00")
+        .await
+        .unwrap();
+    let second = capture_revision(&db.pool, customer, order, 2, "45.00").await;
+    assert!(
+        matches!(second, Some(Payment::Captured { .. })),
+        "{second:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("55.00")));
+    assert_eq!(
+        payments_of(&db.pool, order).await,
+        [
+            (1, "refunded".to_owned(), money("30.00")),
+            (2, "captured".to_owned(), money("45.00"))
+        ]
+    );
+
+    // Older or repeated revisions change nothing and send nothing.
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 1, "30.00").await,
+        None
+    );
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 2, "45.00").await,
+        None
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("55.00")));
+    assert_eq!(
+        recorded(&db.pool, order).await,
+        (Some("captured".into()), 2)
+    );
+}
+
+#[tokio::test]
+async fn a_newer_revision_the_credit_cannot_cover_is_declined_and_the_capture_refunded() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    capture_revision(&db.pool, customer, order, 1, "60.00")
+        .await
+        .unwrap();
+    // 100.00 would cover it once the 60.00 are back; 100.01 does not.
+    let second = capture_revision(&db.pool, customer, order, 2, "100.01").await;
+    assert!(
+        matches!(second, Some(Payment::Declined { available_credit, .. }) if available_credit == money(STARTING)),
+        "{second:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert_eq!(
+        payments_of(&db.pool, order).await,
+        [
+            (1, "refunded".to_owned(), money("60.00")),
+            (2, "declined".to_owned(), money("100.01"))
+        ]
+    );
+    // A decline is final: a later revision the credit would cover is not paid for.
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 3, "1.00").await,
+        None
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+}
+
+#[tokio::test]
+async fn a_failed_reservation_refunds_the_capture_once_and_a_later_revision_pays_again() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    capture_revision(&db.pool, customer, order, 1, "25.00")
+        .await
+        .unwrap();
+    assert_eq!(
+        refund_earlier(&db.pool, order, 1).await,
+        None,
+        "same revision"
+    );
+    assert_eq!(
+        refund_earlier(&db.pool, order, 2).await,
+        Some(money("25.00"))
+    );
+    assert_eq!(refund_earlier(&db.pool, order, 2).await, None, "a repeat");
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert_eq!(recorded(&db.pool, order).await, (None, 1));
+
+    // Stock held revision 3 after failing revision 2: payment captures it.
+    let third = capture_revision(&db.pool, customer, order, 3, "10.00").await;
+    assert!(matches!(third, Some(Payment::Captured { .. })), "{third:?}");
+    assert_eq!(refund_earlier(&db.pool, order, 2).await, None, "stale");
+    assert_eq!(credit(&db.pool, customer).await, Some(money("90.00")));
+    // Nothing for an order that was never paid.
+    assert_eq!(refund_earlier(&db.pool, Uuid::new_v4(), 5).await, None);
+}
+
 #[tokio::test]
 async fn racing_payments_of_one_new_customer_never_spend_more_than_the_credit() {
     let db = database().await;
@@ -199,8 +327,8 @@ async fn racing_payments_of_one_new_customer_never_spend_more_than_the_credit() 
 async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
     sqlx::query(
         "WITH paid AS (
-             INSERT INTO payments (payment_id, order_id, customer_id, amount, status)
-             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'captured'
+             INSERT INTO payments (payment_id, order_id, customer_id, amount, status, revision)
+             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'captured', 1
              FROM generate_series(1, $1)
              RETURNING customer_id
          )
@@ -227,6 +355,7 @@ async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
         let request = Request {
             order_id,
             customer_id: customer,
+            revision: 1,
             amount: money(amount),
         };
         payments::capture(conn, request, money(STARTING), reply(order_id))

@@ -25,7 +25,7 @@ pub enum Change {
     Completed(Vec<LineKey>),
     /// An order failed.
     Failed,
-    /// Placed, lines changed, payment requested: nothing a report counts.
+    /// Placed, lines changed: nothing a report counts.
     Nothing,
 }
 
@@ -68,9 +68,7 @@ impl From<&OrderMessage> for Change {
                 Change::Completed(c.lines.iter().map(LineKey::from).collect())
             }
             OrderMessage::OrderFailed(_) => Change::Failed,
-            OrderMessage::OrderPlaced(_)
-            | OrderMessage::OrderLinesChanged(_)
-            | OrderMessage::PaymentRequested(_) => Change::Nothing,
+            OrderMessage::OrderPlaced(_) | OrderMessage::OrderLinesChanged(_) => Change::Nothing,
         }
     }
 }

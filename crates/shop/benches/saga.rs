@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::stack::{COMPONENTS, Stack};
 use contracts::Contract;
-use contracts::orders::{OrderCompleted, OrderPlaced, PaymentRequested};
+use contracts::orders::{OrderCompleted, OrderPlaced};
 use contracts::payments::PaymentCaptured;
 use contracts::stock::StockReserved;
 use serde_json::json;
@@ -192,12 +192,10 @@ async fn latency_at_window(
 /// Kafka acknowledged the message and the relay marked its outbox row; the next step ends when
 /// the transaction that handled it began (its own rows' timestamps). A consumer may begin
 /// before the relay's mark, so its step can be slightly negative.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 6] = [
     "order relay",
     "stock",
     "stock relay",
-    "order",
-    "order relay",
     "payment",
     "payment relay",
     "order",
@@ -244,13 +242,11 @@ async fn steps(
     let (_, order_out) = outbox_times(orders, since).await?;
     let (stock_in, stock_out) = outbox_times(&stack.pool("stock").await, since).await?;
     let (payment_in, payment_out) = outbox_times(&stack.pool("payment").await, since).await?;
-    let path: [(&Times, &str); 9] = [
+    let path: [(&Times, &str); 7] = [
         (&events, OrderPlaced::TYPE),
         (&order_out, OrderPlaced::TYPE),
         (&stock_in, StockReserved::TYPE),
         (&stock_out, StockReserved::TYPE),
-        (&events, PaymentRequested::TYPE),
-        (&order_out, PaymentRequested::TYPE),
         (&payment_in, PaymentCaptured::TYPE),
         (&payment_out, PaymentCaptured::TYPE),
         (&events, OrderCompleted::TYPE),

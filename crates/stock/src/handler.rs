@@ -13,6 +13,7 @@ use contracts::stock::{StockReleased, StockReservationFailed, StockReserved};
 use contracts::topics;
 use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
 use messaging::outbox::{Metadata, OutgoingMessage};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -22,10 +23,14 @@ pub struct StockHandler;
 
 /// What a message asks of stock.
 enum Action {
+    /// Hold the order's lines; once they are held, payment is asked to capture `total` from
+    /// the customer.
     Hold {
         order_id: Uuid,
+        customer_id: Uuid,
         revision: u32,
         lines: Vec<contracts::Line>,
+        total: Decimal,
     },
     Release(Uuid),
     Commit(Uuid),
@@ -37,18 +42,21 @@ impl Action {
             topics::ORDERS => match message.decode(OrderMessage::decode)? {
                 OrderMessage::OrderPlaced(m) => Some(Self::Hold {
                     order_id: m.order_id,
+                    customer_id: m.customer_id,
                     revision: m.revision,
                     lines: m.lines,
+                    total: m.total,
                 }),
                 OrderMessage::OrderLinesChanged(m) => Some(Self::Hold {
                     order_id: m.order_id,
+                    customer_id: m.customer_id,
                     revision: m.revision,
                     lines: m.lines,
+                    total: m.total,
                 }),
                 OrderMessage::OrderCompleted(m) => Some(Self::Commit(m.order_id)),
                 // Defensive: a failed order holds nothing, whatever the reason.
                 OrderMessage::OrderFailed(m) => Some(Self::Release(m.order_id)),
-                OrderMessage::PaymentRequested(_) => None,
             },
             topics::PAYMENTS => match message.decode(PaymentMessage::decode)? {
                 // Compensation: the payment failed, so the order will; its stock goes back.
@@ -77,15 +85,22 @@ impl Action {
         match self {
             Self::Hold {
                 order_id,
+                customer_id,
                 revision,
                 lines,
+                total,
             } => {
                 let (order_id, revision) = (*order_id, *revision);
                 match ledger.hold(order_id, revision, lines) {
                     Held::Ignored => None,
                     Held::Reserved => Some(OutgoingMessage::new(
                         order_id,
-                        &StockReserved { order_id, revision },
+                        &StockReserved {
+                            order_id,
+                            customer_id: *customer_id,
+                            revision,
+                            amount: *total,
+                        },
                         meta(),
                     )),
                     Held::Failed {
@@ -121,12 +136,10 @@ impl Action {
 }
 
 impl Handler for StockHandler {
-    /// Payment requests and captures change nothing in stock.
+    /// Captures change nothing in stock.
     fn ignores(&self, message: &IncomingMessage) -> bool {
         use contracts::Contract;
-        use contracts::orders::PaymentRequested;
-        use contracts::payments::PaymentCaptured;
-        [PaymentRequested::TYPE, PaymentCaptured::TYPE].contains(&message.message_type.as_str())
+        message.message_type == contracts::payments::PaymentCaptured::TYPE
     }
 
     async fn handle(

@@ -331,7 +331,9 @@ async fn a_batch_is_read_once_and_written_once() {
             order_id,
             &StockReserved {
                 order_id,
+                customer_id: Uuid::new_v4(),
                 revision: 2,
+                amount: rust_decimal::Decimal::ONE,
             },
             metadata,
         )

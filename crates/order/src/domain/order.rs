@@ -1,11 +1,12 @@
 //! The order aggregate: `decide` holds every rule, `apply` folds facts and cannot fail.
 //!
-//! Saga position. An order is `pending` from `Placed` until `Completed` or `Failed`. Inside
-//! `pending` its lines may change until the order asks for payment (`PaymentRequested`), which
-//! happens when stock confirms a reservation for the order's *current* revision of lines. That
-//! event is the cut-off: after it the lines are final and every change is refused with 409.
-//! Every line change bumps `revision`, and a stock reply for an older revision is ignored,
-//! because the reply for the newer revision is already on its way.
+//! Saga position. An order is `pending` from `Placed` until `Completed` or `Failed`, and its
+//! lines may change while it is pending; once it is completed or failed every change is refused
+//! with 409. Every line change bumps `revision`. Stock holds each revision it is told of, and
+//! payment captures the total of each revision stock holds, so the order completes when the
+//! payment for its *current* revision is captured. A reply for an older revision is ignored,
+//! because the reply for the newer revision is on its way. A declined payment fails the order
+//! whatever revision it answers: payment never captures for that order again.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,10 +55,6 @@ pub enum Command {
         product_id: ProductId,
         quantity: Quantity,
     },
-    /// Saga: stock holds every line of `revision`.
-    ConfirmStock {
-        revision: u32,
-    },
     /// Saga: stock could not hold every line of `revision`.
     RejectStock {
         revision: u32,
@@ -89,6 +86,9 @@ pub enum Event {
         product_id: ProductId,
         quantity: Quantity,
     },
+    /// Retired: the order asked for payment itself before payment followed stock. Never decided
+    /// any more; kept so that streams which recorded it still load (events are never rewritten).
+    /// It changes nothing in the state.
     #[serde(rename_all = "camelCase")]
     PaymentRequested {
         revision: u32,
@@ -132,8 +132,6 @@ pub enum DomainError {
     NotPlaced,
     #[error("the order is {0:?} and can no longer change")]
     NotPending(Status),
-    #[error("the order's lines are final: payment was already requested")]
-    ChangesClosed,
     #[error(
         "the order holds {held} units of product {product}, fewer than the {requested} to remove"
     )]
@@ -157,7 +155,6 @@ pub struct Order {
     pub version: u32,
     /// Number of line changes (placing is revision 1). Saga replies name the revision.
     pub revision: u32,
-    pub payment_requested: bool,
 }
 
 impl Default for Order {
@@ -169,7 +166,6 @@ impl Default for Order {
             lines: Vec::new(),
             version: 0,
             revision: 0,
-            payment_requested: false,
         }
     }
 }
@@ -239,30 +235,24 @@ impl Order {
                 }])
             }
             // Saga replies: a stale revision, a repeat, or a terminal order make them no-ops.
-            Command::ConfirmStock { revision } => {
-                self.ensure_exists()?;
-                if self.is_terminal() || self.payment_requested || revision != self.revision {
-                    return Ok(vec![]);
-                }
-                Ok(vec![Event::PaymentRequested {
-                    revision,
-                    amount: self.total(),
-                }])
-            }
             Command::RejectStock { revision, reason } => {
                 self.ensure_exists()?;
-                if self.is_terminal() || self.payment_requested || revision != self.revision {
+                if self.is_terminal() || revision != self.revision {
                     return Ok(vec![]);
                 }
                 Ok(vec![Event::OrderFailed { reason }])
             }
-            Command::ConfirmPayment { payment_id, .. } => {
+            Command::ConfirmPayment {
+                revision,
+                payment_id,
+            } => {
                 self.ensure_exists()?;
-                if self.is_terminal() {
+                if self.is_terminal() || revision != self.revision {
                     return Ok(vec![]);
                 }
                 Ok(vec![Event::OrderCompleted { payment_id }])
             }
+            // Final at payment whatever the revision: no later revision will be paid for.
             Command::DeclinePayment { .. } => {
                 self.ensure_exists()?;
                 if self.is_terminal() {
@@ -302,7 +292,7 @@ impl Order {
                 remove_newest_first(&mut self.lines, *product_id, quantity.get());
                 self.revision += 1;
             }
-            Event::PaymentRequested { .. } => self.payment_requested = true,
+            Event::PaymentRequested { .. } => {}
             Event::OrderCompleted { .. } => self.status = Status::Completed,
             Event::OrderFailed { reason } => {
                 self.status = Status::Failed;
@@ -324,9 +314,6 @@ impl Order {
         self.ensure_exists()?;
         if self.status != Status::Pending {
             return Err(DomainError::NotPending(self.status));
-        }
-        if self.payment_requested {
-            return Err(DomainError::ChangesClosed);
         }
         Ok(())
     }

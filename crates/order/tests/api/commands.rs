@@ -147,7 +147,10 @@ async fn a_saga_reply_and_an_item_change_racing_on_one_order_never_lose_an_updat
         let confirm = commands::execute(
             app.pool(),
             order_id,
-            Command::ConfirmStock { revision: 1 },
+            Command::ConfirmPayment {
+                revision: 1,
+                payment_id: uuid::Uuid::new_v4(),
+            },
             &context,
         );
         let new_item = item(2, 1, "1.00");
@@ -164,14 +167,14 @@ async fn a_saga_reply_and_an_item_change_racing_on_one_order_never_lose_an_updat
             .map(|e| e["type"].as_str().unwrap())
             .collect();
         if added.status() == StatusCode::OK {
-            // The change came first: the revision-1 confirmation is stale and requests nothing.
+            // The change came first: the payment for revision 1 is stale and completes nothing.
             assert_eq!(types, vec!["OrderPlaced", "ItemAdded"]);
             assert_eq!(confirmed.appended, 0);
             assert_eq!(order["items"].as_array().unwrap().len(), 2);
         } else {
-            // The confirmation came first: the change is refused, the lines are final.
+            // The payment came first: the order completed and the change is refused.
             assert_eq!(added.status(), StatusCode::CONFLICT);
-            assert_eq!(types, vec!["OrderPlaced", "PaymentRequested"]);
+            assert_eq!(types, vec!["OrderPlaced", "OrderCompleted"]);
             assert_eq!(order["items"].as_array().unwrap().len(), 1);
         }
     }

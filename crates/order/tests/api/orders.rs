@@ -142,8 +142,9 @@ async fn placing_writes_the_integration_message_to_the_outbox_with_its_headers()
         .unwrap();
     assert_eq!(topic, contracts::topics::ORDERS);
     assert_eq!(key, id.to_string());
-    assert_eq!((message_type.as_str(), version), ("OrderPlaced", 1));
+    assert_eq!((message_type.as_str(), version), ("OrderPlaced", 2));
     assert_eq!(correlation, id);
     assert_eq!(payload["revision"], 1);
     assert_eq!(payload["lines"], json!([item(2, 3, "4.00")]));
+    assert_eq!(payload["total"], "12.00");
 }

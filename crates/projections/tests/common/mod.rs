@@ -172,11 +172,9 @@ pub async fn one_order(pool: &sqlx::PgPool) -> OrderId {
             .unwrap();
         }
         2 | 3 => {
-            run(Command::ConfirmStock { revision }).await.unwrap();
             run(Command::DeclinePayment { revision }).await.unwrap();
         }
         _ => {
-            run(Command::ConfirmStock { revision }).await.unwrap();
             run(Command::ConfirmPayment {
                 revision,
                 payment_id: uuid::Uuid::new_v4(),

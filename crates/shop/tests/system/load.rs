@@ -75,7 +75,7 @@ async fn five_hundred_concurrent_orders_keep_every_invariant() {
                     let order = stack.place(customer, items).await;
                     let id = order["orderId"].as_str().unwrap().to_owned();
                     // Some changes right after placing; 200 or 409 are both correct here,
-                    // depending on whether the saga passed the cut-off first.
+                    // depending on whether the order completed or failed first.
                     let price = if big { "2500.00" } else { "3.00" };
                     if change == 0 {
                         let response = stack

@@ -23,7 +23,7 @@ const GROUPS: [(&str, &[&str]); 3] = [
         "stock",
         &[contracts::topics::ORDERS, contracts::topics::PAYMENTS],
     ),
-    ("payment", &[contracts::topics::ORDERS]),
+    ("payment", &[contracts::topics::STOCK]),
 ];
 
 /// Whether `group` has committed offsets at the end of each of its topics' partitions.

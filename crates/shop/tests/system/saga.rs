@@ -31,10 +31,7 @@ async fn happy_path_reserves_captures_and_completes() {
     let order = stack.settled(id, LIVENESS).await;
     assert_eq!(order["status"], "completed");
     assert_eq!(order["failureReason"], Value::Null);
-    assert_eq!(
-        stack.events(id).await,
-        ["OrderPlaced", "PaymentRequested", "OrderCompleted"]
-    );
+    assert_eq!(stack.events(id).await, ["OrderPlaced", "OrderCompleted"]);
 
     let payments = stack.payments().await;
     let captured = captured_for(&payments, id);
@@ -145,7 +142,7 @@ async fn the_starting_credit_is_configurable() {
 
 #[tokio::test]
 async fn changes_while_pending_reach_stock_and_payment() {
-    // Stock is not running yet, so the order stays before the cut-off while it changes.
+    // Stock is not running yet, so nothing is held or paid while the order changes.
     let mut stack = Stack::start_with(&["order", "payment", "gateway"], &[]).await;
     let order = stack
         .place(Uuid::new_v4(), json!([item(1, 2, "10.00")]))
@@ -190,23 +187,105 @@ async fn changes_while_pending_reach_stock_and_payment() {
     .unwrap();
 }
 
+/// Waits until stock shows `(available, reserved)` for each product given.
+async fn stock_holds(stack: &Stack, what: &str, expected: &[(i64, (i64, i64))]) {
+    test_support::eventually(LIVENESS, what, || async {
+        let stock = stack.stock().await;
+        Ok((expected
+            .iter()
+            .all(|(product, units)| stock[product] == *units))
+        .then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+fn payments_of<'a>(payments: &'a [Value], order_id: &str, status: &str) -> Vec<&'a str> {
+    payments
+        .iter()
+        .filter(|p| p["orderId"] == order_id && p["status"] == status)
+        .map(|p| p["amount"].as_str().unwrap())
+        .collect()
+}
+
+/// Places an order of one unit of product 1 at `price`, waits for stock to hold it, adds one
+/// unit of product 2 at `added`, and waits for stock to hold that revision too. Payment must not
+/// be running: both reservations wait for it on the stock topic. Returns the order id.
+async fn held_twice(stack: &Stack, customer: Uuid, price: &str, added: &str) -> String {
+    let order = stack.place(customer, json!([item(1, 1, price)])).await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    stock_holds(stack, "stock to hold revision 1", &[(1, (99, 1))]).await;
+    let add = stack
+        .client
+        .post(stack.api(&format!("/api/orders/{id}/items")))
+        .json(&item(2, 1, added))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(add.status(), StatusCode::OK);
+    stock_holds(stack, "stock to hold revision 2", &[(2, (49, 1))]).await;
+    id
+}
+
 #[tokio::test]
-async fn changes_after_the_cut_off_are_refused() {
-    // Payment is not running: the order waits right after the cut-off (payment requested).
+async fn a_change_after_stock_held_the_order_refunds_the_first_capture_and_pays_the_new_total() {
     let mut stack = Stack::start_with(&["order", "stock", "gateway"], &[]).await;
+    let id = held_twice(&stack, Uuid::new_v4(), "10.00", "2.00").await;
+
+    // Payment captures revision 1, then refunds it for revision 2; the order, at revision 2,
+    // completes on the second capture only.
+    stack.spawn("payment").await;
+    let order = stack.settled(&id, LIVENESS).await;
+    assert_eq!(order["status"], "completed");
+    assert_eq!(order["total"], "12.00");
+    let payments = stack.payments().await;
+    assert_eq!(payments_of(&payments, &id, "captured"), ["12.00"]);
+    assert_eq!(payments_of(&payments, &id, "refunded"), ["10.00"]);
+    stock_holds(&stack, "stock to settle", &[(1, (99, 0)), (2, (49, 0))]).await;
+}
+
+#[tokio::test]
+async fn a_change_the_credit_cannot_cover_fails_the_order_and_refunds_the_first_capture() {
+    let mut stack = Stack::start_with(
+        &["order", "stock", "gateway"],
+        &[("SHOP_PAYMENT__STARTING_CREDIT", "50.00")],
+    )
+    .await;
+    let customer = Uuid::new_v4();
+    let id = held_twice(&stack, customer, "40.00", "20.00").await;
+
+    stack.spawn("payment").await;
+    let order = stack.settled(&id, LIVENESS).await;
+    assert_eq!(order["status"], "failed");
+    assert_eq!(order["failureReason"], "payment_declined");
+    let payments = stack.payments().await;
+    assert!(payments_of(&payments, &id, "captured").is_empty());
+    assert_eq!(payments_of(&payments, &id, "refunded"), ["40.00"]);
+    assert_eq!(payments_of(&payments, &id, "declined"), ["60.00"]);
+    stock_holds(
+        &stack,
+        "stock to be restored",
+        &[(1, (100, 0)), (2, (50, 0))],
+    )
+    .await;
+
+    // The refund gave the whole credit back.
+    let order = stack.place(customer, json!([item(3, 1, "50.00")])).await;
+    let order = stack
+        .settled(order["orderId"].as_str().unwrap(), LIVENESS)
+        .await;
+    assert_eq!(order["status"], "completed");
+}
+
+#[tokio::test]
+async fn changes_after_the_order_completed_are_refused() {
+    let stack = Stack::start().await;
     let order = stack
         .place(Uuid::new_v4(), json!([item(1, 1, "10.00")]))
         .await;
     let id = order["orderId"].as_str().unwrap().to_owned();
-    test_support::eventually(LIVENESS, "payment to be requested", || async {
-        Ok(stack
-            .events(&id)
-            .await
-            .contains(&"PaymentRequested".to_owned())
-            .then_some(()))
-    })
-    .await
-    .unwrap();
+    let order = stack.settled(&id, LIVENESS).await;
+    assert_eq!(order["status"], "completed");
 
     let add = stack
         .client
@@ -217,13 +296,7 @@ async fn changes_after_the_cut_off_are_refused() {
         .unwrap();
     assert_eq!(add.status(), StatusCode::CONFLICT);
     let problem: Value = add.json().await.unwrap();
-    assert_eq!(problem["type"], "urn:shop:problem:order-changes-closed");
-    assert_eq!(stack.order(&id).await["status"], "pending");
-
-    stack.spawn("payment").await;
-    let order = stack.settled(&id, LIVENESS).await;
-    assert_eq!(order["status"], "completed");
-    assert_eq!(order["total"], "10.00");
+    assert_eq!(problem["type"], "urn:shop:problem:order-not-pending");
     let remove = stack
         .client
         .delete(stack.api(&format!("/api/orders/{id}/items/1?quantity=1")))
@@ -233,4 +306,5 @@ async fn changes_after_the_cut_off_are_refused() {
     assert_eq!(remove.status(), StatusCode::CONFLICT);
     let problem: Value = remove.json().await.unwrap();
     assert_eq!(problem["type"], "urn:shop:problem:order-not-pending");
+    assert_eq!(stack.order(&id).await["total"], "10.00");
 }

@@ -3,10 +3,17 @@
 //! rate, with the median and p99 of each step (which relay or consumer the time went to). Every
 //! component runs as its own release process, as `./dev up` runs them.
 //!
+//! Each latency phase places orders at its rate for `BENCH_RAMP + BENCH_SECONDS` seconds,
+//! starting from an idle stack, and reports two windows of `BENCH_SECONDS` each: the orders
+//! placed once the stack has run at the rate for `BENCH_RAMP` seconds (steady), and the first
+//! ones, placed while it goes from idle to the rate (from idle). The p99 of each second of the
+//! steady window tells a stall (a few bad seconds) from a rate the stack cannot keep (all bad).
+//!
 //! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
-//! of each phase and step (default 10), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N`
-//! runs one phase at N orders/s instead of the search (for profiling), and the
-//! components inherit the environment (so `TOKIO_WORKER_THREADS=1` sizes their runtimes).
+//! of each window and search step (default 10), `BENCH_RAMP` the lead-in before the steady window
+//! (default 3), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N` runs one phase at N
+//! orders/s instead of the search (for profiling), and the components inherit the environment
+//! (so `TOKIO_WORKER_THREADS=1` sizes their runtimes).
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path. The search and
@@ -158,34 +165,91 @@ async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::
     Ok(sustained)
 }
 
-/// Open loop at `rate` orders/s for `seconds`; returns placed→completed latencies in ms.
+/// One latency phase: orders placed at `rate` for `ramp + seconds`, from an idle stack.
+struct Phase {
+    /// The steady window: from `ramp` seconds after the start to the end.
+    steady_from: chrono::DateTime<chrono::Utc>,
+    steady_to: chrono::DateTime<chrono::Utc>,
+    /// Placed→completed latencies in ms, sorted: the first `seconds` of the phase.
+    from_idle: Vec<f64>,
+    /// The same for the last `seconds`, once the stack has run at the rate for `ramp`.
+    steady: Vec<f64>,
+}
+
 async fn latency_at(
     stack: &Arc<Stack>,
     pool: &PgPool,
     rate: f64,
     seconds: f64,
-) -> anyhow::Result<Vec<f64>> {
-    let start = open_loop(stack, rate, seconds).await?;
-    latency_at_window(pool, start).await
+    ramp: f64,
+) -> anyhow::Result<Phase> {
+    let start = open_loop(stack, rate, ramp + seconds).await?;
+    let at = |offset: f64| start + chrono::Duration::milliseconds((offset * 1000.0) as i64);
+    let (steady_from, steady_to) = (at(ramp), at(ramp + seconds));
+    Ok(Phase {
+        steady_from,
+        steady_to,
+        from_idle: latency_at_window(pool, start, at(seconds)).await?,
+        steady: latency_at_window(pool, steady_from, steady_to).await?,
+    })
 }
 
 /// Waits for every order to settle, then returns placed→completed latencies in ms of the orders
-/// placed since `start`.
+/// placed in `[from, to)`, sorted.
 async fn latency_at_window(
     pool: &PgPool,
-    start: chrono::DateTime<chrono::Utc>,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Vec<f64>> {
     drain(pool).await?;
     let mut latencies: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM (t.recorded_at - p.recorded_at))::float8 * 1000
          FROM events p JOIN events t ON t.stream_id = p.stream_id AND t.event_type = 'OrderCompleted'
-         WHERE p.event_type = 'OrderPlaced' AND p.recorded_at >= $1",
+         WHERE p.event_type = 'OrderPlaced' AND p.recorded_at >= $1 AND p.recorded_at < $2",
     )
-    .bind(start)
+    .bind(from)
+    .bind(to)
     .fetch_all(pool)
     .await?;
     latencies.sort_by(f64::total_cmp);
     Ok(latencies)
+}
+
+/// The p99 latency in ms of the orders placed in each second of `[from, to)`: a stall shows as
+/// a run of high seconds, where a slow rate would lift them all.
+async fn p99_per_second(
+    pool: &PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<f64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY
+                    extract(epoch FROM (t.recorded_at - p.recorded_at))::float8 * 1000)
+         FROM events p JOIN events t ON t.stream_id = p.stream_id AND t.event_type = 'OrderCompleted'
+         WHERE p.event_type = 'OrderPlaced' AND p.recorded_at >= $1 AND p.recorded_at < $2
+         GROUP BY floor(extract(epoch FROM (p.recorded_at - $1)))
+         ORDER BY floor(extract(epoch FROM (p.recorded_at - $1)))",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?)
+}
+
+fn print_per_second(p99s: &[f64]) {
+    let shown: Vec<String> = p99s.iter().map(|ms| format!("{ms:.0}")).collect();
+    println!("{:>15} steady p99 per second, ms: {}", "", shown.join(" "));
+}
+
+/// One row of the latency table.
+fn print_latencies(load: &str, rate: &str, window: &str, latencies: &[f64]) {
+    println!(
+        "{load:>6} {rate:>7} {window:<22} {:>8.1} {:>8.1} {:>8.1} {:>7}",
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.95),
+        percentile(latencies, 0.99),
+        latencies.len()
+    );
 }
 
 /// The steps of a completed order, each from the end of the one before. A relay step ends when
@@ -276,7 +340,7 @@ fn print_steps(steps: &[Vec<f64>]) {
             format!("{name} {p50:.1}/{p99:.1}")
         })
         .collect();
-    println!("{:>11} steps, p50/p99 ms: {}", "", shown.join(" · "));
+    println!("{:>15} steady steps, p50/p99 ms: {}", "", shown.join(" · "));
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -311,23 +375,28 @@ async fn fresh_stack() -> anyhow::Result<(Arc<Stack>, PgPool)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
+    let ramp: f64 = env_or("BENCH_RAMP", 3.0);
     let (stack, orders) = fresh_stack().await?;
+    let header = || {
+        println!(
+            "{:>6} {:>7} {:<22} {:>8} {:>8} {:>8} {:>7}",
+            "load", "rate/s", "window", "p50 ms", "p95 ms", "p99 ms", "orders"
+        )
+    };
+    let windows = (
+        format!("steady (after {ramp} s)"),
+        format!("from idle (first {seconds} s)"),
+    );
 
     if let Ok(rate) = std::env::var("BENCH_RATE") {
         // One phase at a fixed rate, for profiling a component under a known load.
         let rate: f64 = rate.parse()?;
-        let start = chrono::Utc::now();
-        open_loop(&stack, rate, seconds).await?;
-        let end = chrono::Utc::now();
-        let completed = completions(&orders, start, end).await?;
-        let latencies = latency_at_window(&orders, start).await?;
-        println!(
-            "offered {rate:.0}/s for {seconds} s: {completed} completed within the run; p50 {:.1} p95 {:.1} p99 {:.1} ms",
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.95),
-            percentile(&latencies, 0.99),
-        );
-        print_steps(&steps(&stack, &orders, start).await?);
+        let phase = latency_at(&stack, &orders, rate, seconds, ramp).await?;
+        header();
+        print_latencies("", &format!("{rate:.0}"), &windows.0, &phase.steady);
+        print_latencies("", "", &windows.1, &phase.from_idle);
+        print_steps(&steps(&stack, &orders, phase.steady_from).await?);
+        print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
         return Ok(());
     }
 
@@ -340,27 +409,18 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "saturation (highest offered rate kept up with, {seconds} s steps): {saturated:.0} completed orders/s"
     );
-    println!(
-        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "load", "rate/s", "p50 ms", "p95 ms", "p99 ms", "orders"
-    );
+    header();
     for share in [0.25, 0.5, 0.75] {
         // Each phase on a stack of its own: the search leaves tens of thousands of orders'
         // worth of autovacuum work behind, which would land in whichever phase came next.
         let (stack, orders) = fresh_stack().await?;
         let rate = saturated * share;
-        let start = chrono::Utc::now();
-        let latencies = latency_at(&stack, &orders, rate, seconds).await?;
-        println!(
-            "{:>9.0}% {:>10.0} {:>10.1} {:>10.1} {:>10.1} {:>8}",
-            share * 100.0,
-            rate,
-            percentile(&latencies, 0.50),
-            percentile(&latencies, 0.95),
-            percentile(&latencies, 0.99),
-            latencies.len()
-        );
-        print_steps(&steps(&stack, &orders, start).await?);
+        let phase = latency_at(&stack, &orders, rate, seconds, ramp).await?;
+        let load = format!("{:.0}%", share * 100.0);
+        print_latencies(&load, &format!("{rate:.0}"), &windows.0, &phase.steady);
+        print_latencies("", "", &windows.1, &phase.from_idle);
+        print_steps(&steps(&stack, &orders, phase.steady_from).await?);
+        print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
     }
     Ok(())
 }

@@ -3,11 +3,11 @@
 //! consumers share this path.
 
 use chrono::{DateTime, Utc};
-use messaging::outbox::Metadata;
+use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Command, DomainError, Order, OrderId};
+use crate::domain::{Command, DomainError, Event, Order, OrderId};
 use crate::event_store::{self, AppendError, EventMetadata, NewEvent, RecordedEvent};
 use crate::messages;
 use crate::view::{self, CorruptEvent};
@@ -106,20 +106,64 @@ async fn decide_and_append(
     context: &Context,
 ) -> Result<Executed, CommandError> {
     let order = view::fold(&stream)?.unwrap_or_default();
-    let events = order.decide(command)?;
-    if events.is_empty() {
+    let decision = decide(order_id, &order, command, context)?;
+    if decision.events.is_empty() {
         return Ok(Executed {
             stream,
             order,
             appended: 0,
         });
     }
+    let recorded = event_store::append(
+        executor,
+        order_id.0,
+        order.version,
+        &decision.new_events,
+        &decision.messages,
+    )
+    .await?;
+    count_outcomes(&decision.events);
+    let order = decision.apply_to(order);
+    let appended = recorded.len();
+    stream.extend(recorded);
+    Ok(Executed {
+        stream,
+        order,
+        appended,
+    })
+}
 
-    // The messages continue the trace of the span that writes them (the HTTP request's, or the
-    // consumed message's); without OpenTelemetry, the traceparent the command came with.
+/// What a command decided against an order, ready to append: its events with their metadata,
+/// the same events as the store takes them, and the messages they publish. Nothing is written.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    pub events: Vec<(Event, Metadata)>,
+    pub new_events: Vec<NewEvent>,
+    pub messages: Vec<OutgoingMessage>,
+}
+
+impl Decision {
+    /// The order once the decided events are applied.
+    pub fn apply_to(&self, order: Order) -> Order {
+        self.events.iter().fold(order, |o, (e, _)| o.apply(e))
+    }
+}
+
+/// Decides `command` against `order` (in memory): the events, their metadata (ids, correlation
+/// and causation from `context`, the current trace) and the messages they cause.
+pub fn decide(
+    order_id: OrderId,
+    order: &Order,
+    command: Command,
+    context: &Context,
+) -> Result<Decision, CommandError> {
+    let events = order.decide(command)?;
+    if events.is_empty() {
+        return Ok(Decision::default());
+    }
     let traceparent =
         platform::trace::current_traceparent().or_else(|| context.traceparent.clone());
-    let with_metadata: Vec<_> = events
+    let events: Vec<(Event, Metadata)> = events
         .into_iter()
         .map(|event| {
             let metadata = Metadata {
@@ -132,23 +176,14 @@ async fn decide_and_append(
             (event, metadata)
         })
         .collect();
-    let new_events: Vec<NewEvent> = with_metadata
-        .iter()
+    let new_events = (events.iter())
         .map(|(event, metadata)| new_event(event, metadata))
         .collect();
-    let messages = messages::for_events(order_id, &order, &with_metadata);
-
-    let recorded =
-        event_store::append(executor, order_id.0, order.version, &new_events, &messages).await?;
-
-    count_outcomes(&with_metadata);
-    let order = with_metadata.iter().fold(order, |o, (e, _)| o.apply(e));
-    let appended = recorded.len();
-    stream.extend(recorded);
-    Ok(Executed {
-        stream,
-        order,
-        appended,
+    let messages = messages::for_events(order_id, order, &events);
+    Ok(Decision {
+        events,
+        new_events,
+        messages,
     })
 }
 
@@ -180,8 +215,7 @@ pub async fn execute(
 
 /// `saga_outcomes_total{outcome, reason}`. Counted when the event is appended: a consumer batch
 /// that rolls back and replays may count an outcome twice, which a rate over minutes absorbs.
-fn count_outcomes(events: &[(crate::domain::Event, Metadata)]) {
-    use crate::domain::Event;
+pub fn count_outcomes(events: &[(Event, Metadata)]) {
     for (event, _) in events {
         match event {
             Event::OrderCompleted { .. } => {
@@ -197,7 +231,7 @@ fn count_outcomes(events: &[(crate::domain::Event, Metadata)]) {
     }
 }
 
-fn new_event(event: &crate::domain::Event, metadata: &Metadata) -> NewEvent {
+fn new_event(event: &Event, metadata: &Metadata) -> NewEvent {
     // Events serialise as {"type", "data"}; the store keeps the type in a column of its own.
     let payload = match serde_json::to_value(event) {
         Ok(serde_json::Value::Object(mut tagged)) => tagged.remove("data").unwrap_or_default(),

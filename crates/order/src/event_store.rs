@@ -9,6 +9,8 @@
 //!   older than the oldest one still running are returned (transaction-id snapshot filtering).
 //!   The price is that one long transaction holds readers back until it ends.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use messaging::outbox::{self, OutgoingMessage};
 use serde::{Deserialize, Serialize};
@@ -98,21 +100,53 @@ pub async fn append(
     events: &[NewEvent],
     messages: &[OutgoingMessage],
 ) -> Result<Vec<RecordedEvent>, AppendError> {
-    let first = i64::from(expected_version) + 1;
-    let versions: Vec<i32> = (0..events.len() as i64)
-        .map(|i| i32::try_from(first + i).unwrap_or(i32::MAX))
+    let append = StreamAppend {
+        stream_id,
+        expected_version,
+        events,
+    };
+    append_many(executor, std::slice::from_ref(&append), messages).await
+}
+
+/// New events for one stream, to go at versions `expected_version + 1 ..`.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamAppend<'a> {
+    pub stream_id: Uuid,
+    pub expected_version: u32,
+    pub events: &'a [NewEvent],
+}
+
+/// [`append`] for several streams in one statement (a consumer's micro-batch): all of them and
+/// the `messages` are written, or none. Each stream is checked against its own expected
+/// version; a [`AppendError::Conflict`] names a stream that moved. Streams must be distinct.
+pub async fn append_many(
+    executor: impl PgExecutor<'_>,
+    appends: &[StreamAppend<'_>],
+    messages: &[OutgoingMessage],
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    let events: Vec<(Uuid, i32, &NewEvent)> = appends
+        .iter()
+        .flat_map(|append| {
+            let first = i64::from(append.expected_version) + 1;
+            (append.events.iter().enumerate()).map(move |(i, event)| {
+                let version = i32::try_from(first + i as i64).unwrap_or(i32::MAX);
+                (append.stream_id, version, event)
+            })
+        })
         .collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
-    let schema_versions: Vec<i16> = events.iter().map(|e| e.schema_version).collect();
-    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let streams: Vec<Uuid> = events.iter().map(|(stream, ..)| *stream).collect();
+    let versions: Vec<i32> = events.iter().map(|(_, version, _)| *version).collect();
+    let types: Vec<&str> = events.iter().map(|(.., e)| e.event_type).collect();
+    let schema_versions: Vec<i16> = events.iter().map(|(.., e)| e.schema_version).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|(.., e)| &e.payload).collect();
     let metadata: Vec<serde_json::Value> = events
         .iter()
-        .map(|e| serde_json::to_value(&e.metadata).unwrap_or_default())
+        .map(|(.., e)| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
 
     let mut args = PgArguments::default();
     let bound = (|| {
-        args.add(stream_id)?;
+        args.add(&streams)?;
         args.add(&versions)?;
         args.add(&types)?;
         args.add(&schema_versions)?;
@@ -131,55 +165,66 @@ pub async fn append(
     } else {
         format!("WITH queued AS ({})", outbox::insert_rows_sql(7))
     };
+    // Rows go in as given (each stream in version order), so global positions follow.
     let sql = format!(
         "{queue}
          INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
-         SELECT $1, v, t, s, p, m
-         FROM UNNEST($2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[]) AS u(v, t, s, p, m)
-         ORDER BY v
-         RETURNING version, recorded_at, global_position, transaction_id::text::int8"
+         SELECT st, v, t, s, p, m
+         FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[])
+              WITH ORDINALITY AS u(st, v, t, s, p, m, n)
+         ORDER BY n
+         RETURNING stream_id, version, recorded_at, global_position, transaction_id::text::int8"
     );
     // Only what the database decides comes back; the rest is what we sent.
     let result: Result<Vec<Assigned>, sqlx::Error> =
         sqlx::query_as_with(&sql, args).fetch_all(executor).await;
-
-    match result {
-        Ok(mut rows) => {
-            // RETURNING makes no promise about row order.
-            rows.sort_by_key(|row| row.0);
-            Ok(rows
-                .into_iter()
-                .zip(events)
-                .map(
-                    |((version, recorded_at, global_position, transaction_id), event)| {
-                        RecordedEvent {
-                            stream_id,
-                            version,
-                            event_type: event.event_type.to_owned(),
-                            schema_version: event.schema_version,
-                            payload: event.payload.clone(),
-                            metadata: sqlx::types::Json(event.metadata.clone()),
-                            recorded_at,
-                            global_position,
-                            transaction_id,
-                        }
-                    },
-                )
-                .collect())
-        }
+    let assigned = match result {
+        Ok(rows) => rows,
         Err(sqlx::Error::Database(e)) if e.constraint() == Some("events_stream_version") => {
-            Err(AppendError::Conflict {
-                stream_id,
-                expected_version,
-            })
+            // The key that exists, e.g. `Key (stream_id, version)=(…, 3) already exists.`
+            let detail = (e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+                .and_then(|e| e.detail())
+                .unwrap_or_default();
+            let moved = (appends.iter())
+                .find(|a| detail.contains(&a.stream_id.to_string()))
+                .or(appends.first());
+            return Err(AppendError::Conflict {
+                stream_id: moved.map_or(Uuid::nil(), |a| a.stream_id),
+                expected_version: moved.map_or(0, |a| a.expected_version),
+            });
         }
-        Err(e) => Err(e.into()),
-    }
+        Err(e) => return Err(e.into()),
+    };
+    // RETURNING makes no promise about row order.
+    let by_key: HashMap<(Uuid, i32), (DateTime<Utc>, i64, i64)> = assigned
+        .into_iter()
+        .map(|(stream, version, at, position, transaction)| {
+            ((stream, version), (at, position, transaction))
+        })
+        .collect();
+    Ok(events
+        .into_iter()
+        .filter_map(|(stream_id, version, event)| {
+            let (recorded_at, global_position, transaction_id) =
+                *by_key.get(&(stream_id, version))?;
+            Some(RecordedEvent {
+                stream_id,
+                version,
+                event_type: event.event_type.to_owned(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+                metadata: sqlx::types::Json(event.metadata.clone()),
+                recorded_at,
+                global_position,
+                transaction_id,
+            })
+        })
+        .collect())
 }
 
-/// What the database assigns to an appended row: version, recorded_at, global position and
-/// transaction id.
-type Assigned = (i32, DateTime<Utc>, i64, i64);
+/// What the database assigns to an appended row, with its key: stream, version, recorded_at,
+/// global position and transaction id.
+type Assigned = (Uuid, i32, DateTime<Utc>, i64, i64);
 
 const COLUMNS: &str = "stream_id, version, event_type, schema_version, payload, metadata, \
                        recorded_at, global_position, transaction_id::text::int8 AS transaction_id";
@@ -193,6 +238,19 @@ pub async fn load(
         "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
     ))
     .bind(stream_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Several streams, each in version order, one stream after another.
+pub async fn load_many(
+    executor: impl PgExecutor<'_>,
+    stream_ids: &[Uuid],
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1) ORDER BY stream_id, version"
+    ))
+    .bind(stream_ids)
     .fetch_all(executor)
     .await
 }

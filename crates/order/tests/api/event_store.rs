@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use order::event_store::{self, AppendError, EventMetadata, NewEvent, Position};
+use order::event_store::{self, AppendError, EventMetadata, NewEvent, Position, StreamAppend};
 use test_support::TestDatabase;
 use uuid::Uuid;
 
@@ -59,6 +59,56 @@ async fn appended_events_load_back_in_order_with_their_metadata() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn several_streams_append_in_one_statement_or_not_at_all() {
+    let db = store().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    event_store::append(&db.pool, a, 0, &[event(1)], &[])
+        .await
+        .unwrap();
+    let (for_a, for_b) = ([event(2), event(3)], [event(1)]);
+    let appends = |a_expected| {
+        [
+            StreamAppend {
+                stream_id: a,
+                expected_version: a_expected,
+                events: &for_a,
+            },
+            StreamAppend {
+                stream_id: b,
+                expected_version: 0,
+                events: &for_b,
+            },
+        ]
+    };
+
+    // Stream a is at version 1, not 0: nothing of the statement is written, b's event neither.
+    let stale = event_store::append_many(&db.pool, &appends(0), &[]).await;
+    assert!(
+        matches!(stale, Err(AppendError::Conflict { stream_id, expected_version: 0 }) if stream_id == a),
+        "{stale:?}"
+    );
+    assert!(event_store::load(&db.pool, b).await.unwrap().is_empty());
+
+    let recorded = event_store::append_many(&db.pool, &appends(1), &[])
+        .await
+        .unwrap();
+    let keys: Vec<(Uuid, i32)> = recorded.iter().map(|e| (e.stream_id, e.version)).collect();
+    assert_eq!(keys, [(a, 2), (a, 3), (b, 1)]);
+    assert!(
+        recorded
+            .windows(2)
+            .all(|w| w[0].global_position < w[1].global_position),
+        "global positions follow the order given"
+    );
+    let loaded = event_store::load_many(&db.pool, &[b, a]).await.unwrap();
+    let mut expected = vec![(a, 1), (a, 2), (a, 3), (b, 1)];
+    expected.sort();
+    let keys: Vec<(Uuid, i32)> = loaded.iter().map(|e| (e.stream_id, e.version)).collect();
+    assert_eq!(keys, expected, "stream after stream, each in version order");
+    assert_eq!(loaded.iter().find(|e| e.stream_id == b), recorded.last());
 }
 
 #[tokio::test]
@@ -221,6 +271,7 @@ async fn loading_a_stream_never_scans_the_table_it_grew_from_empty() {
         .unwrap();
     for _ in 0..10 {
         event_store::load(&mut *conn, stream).await.unwrap();
+        event_store::load_many(&mut *conn, &[stream]).await.unwrap();
     }
     grow(&mut conn, 20_000).await;
 
@@ -229,8 +280,10 @@ async fn loading_a_stream_never_scans_the_table_it_grew_from_empty() {
         .await
         .unwrap();
     assert_eq!(event_store::load(&mut *tx, stream).await.unwrap().len(), 1);
+    let many = event_store::load_many(&mut *tx, &[stream, Uuid::new_v4()]).await;
+    assert_eq!(many.unwrap().len(), 1);
     let after = test_support::unreported_seq_scans(&mut tx, "events")
         .await
         .unwrap();
-    assert_eq!(after, before, "loading one stream scanned the whole table");
+    assert_eq!(after, before, "loading streams scanned the whole table");
 }

@@ -9,3 +9,4 @@ mod commands;
 mod event_store;
 mod helpers;
 mod orders;
+mod saga;

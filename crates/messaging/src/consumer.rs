@@ -187,6 +187,17 @@ pub struct Traced<'a> {
     pub span: tracing::Span,
 }
 
+impl<'a> Traced<'a> {
+    /// One message in the current span: what a batch handler's `handle` passes on to its
+    /// `handle_batch`, so that a single message and a batch take the same path.
+    pub fn alone(message: &'a IncomingMessage) -> [Self; 1] {
+        [Self {
+            message,
+            span: tracing::Span::current(),
+        }]
+    }
+}
+
 /// In-process counters of one consumer, mirrored by the `messages_*_total{consumer}` metrics.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {

@@ -101,11 +101,7 @@ impl Handler for SagaHandler {
         conn: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        let traced = Traced {
-            message,
-            span: tracing::Span::current(),
-        };
-        self.handle_batch(conn, std::slice::from_ref(&traced)).await
+        self.handle_batch(conn, &Traced::alone(message)).await
     }
 
     async fn handle_batch(

@@ -144,7 +144,7 @@ async fn a_batch_that_lost_a_race_for_one_order_writes_nothing_for_any() {
     handle(&SagaHandler, &mut first, &[captured(contested, 1)])
         .await
         .unwrap();
-    // A second batch read `contested` as placed, and waits on its append until the first ends.
+    // A second batch reads `contested` as placed, and its append waits until the first ends.
     let pool = app.pool().clone();
     let second = tokio::spawn(async move {
         let mut tx = pool.begin().await.unwrap();
@@ -153,7 +153,22 @@ async fn a_batch_that_lost_a_race_for_one_order_writes_nothing_for_any() {
         tx.rollback().await.unwrap();
         outcome
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only once the second append waits on the first one's row lock does the first commit.
+    test_support::eventually(
+        Duration::from_secs(10),
+        "the second batch's append to wait on the first",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(app.pool())
+            .await?;
+            Ok((waiting > 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
     first.commit().await.unwrap();
 
     let outcome = second.await.unwrap();

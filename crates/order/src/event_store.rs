@@ -234,12 +234,7 @@ pub async fn load(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
-    ))
-    .bind(stream_id)
-    .fetch_all(executor)
-    .await
+    load_many(executor, &[stream_id]).await
 }
 
 /// Several streams, each in version order, one stream after another.

@@ -171,15 +171,17 @@ async fn hop_latency(
         committed: committed.clone(),
         latencies: latencies.clone(),
     };
+    let relay = Relay::new(&settings.kafka, db.pool.clone(), RelayConfig::default())?;
+    let doorbell = relay.doorbell();
     let consumer = Consumer::new(
         &settings.kafka,
         db.pool.clone(),
+        doorbell.clone(),
         ConsumerConfig::new(unique("bench"), &[TOPIC]),
         probe,
     )?;
     let (trigger, shutdown) = platform::shutdown::channel();
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
-    let relay = Relay::new(&settings.kafka, db.pool.clone(), RelayConfig::default())?;
     let relay_task = tokio::spawn(relay.run(shutdown));
 
     // One message through the whole path first, so the group join is not measured.
@@ -191,6 +193,7 @@ async fn hop_latency(
     let mut tx = db.pool.begin().await?;
     outbox::enqueue(&mut tx, std::slice::from_ref(&warm_up)).await?;
     tx.commit().await?;
+    doorbell.ring();
     wait_for(&latencies, 1).await?;
     latencies
         .lock()
@@ -212,6 +215,7 @@ async fn hop_latency(
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .insert(m.metadata.message_id, Instant::now());
         tx.commit().await?;
+        doorbell.ring();
     }
     let achieved = total as f64 / start.elapsed().as_secs_f64();
     wait_for(&latencies, total as usize).await?;

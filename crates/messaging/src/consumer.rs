@@ -92,6 +92,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::doorbell::Doorbell;
 use crate::outbox::Metadata;
 
 /// A message as a handler sees it: routing, contract name and version, payload and metadata.
@@ -272,6 +273,8 @@ pub struct Consumer<H: Handler> {
 
 struct Shared<H> {
     pool: PgPool,
+    /// Rung after each commit: the handlers write outbox rows.
+    doorbell: Doorbell,
     handler: H,
     config: ConsumerConfig,
     topic_prefix: String,
@@ -311,10 +314,12 @@ struct Stopped;
 impl<H: Handler> Consumer<H> {
     /// Joins the group `{prefix}{config.name}` and subscribes to the configured topics. A new
     /// group starts from the earliest offset: a service that starts late must still see every
-    /// message.
+    /// message. `doorbell` is rung after every committed transaction, for the outbox rows its
+    /// handler wrote.
     pub fn new(
         kafka: &KafkaSettings,
         pool: PgPool,
+        doorbell: Doorbell,
         config: ConsumerConfig,
         handler: H,
     ) -> Result<Self, ConsumerError> {
@@ -356,6 +361,7 @@ impl<H: Handler> Consumer<H> {
             kafka: Arc::new(consumer),
             shared: Arc::new(Shared {
                 pool,
+                doorbell,
                 handler,
                 config,
                 topic_prefix: kafka.topic_prefix.clone(),
@@ -632,6 +638,7 @@ impl<H: Handler> Shared<H> {
         let processed = apply.len() as u64;
         self.handler.handle_batch(&mut tx, &apply).await?;
         tx.commit().await?;
+        self.doorbell.ring();
         self.count_processed(processed);
         self.count_duplicates(duplicates);
         Ok(())
@@ -704,6 +711,7 @@ impl<H: Handler> Shared<H> {
             .await?;
         // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
         tx.commit().await?;
+        self.doorbell.ring();
         Ok(true)
     }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`outbox`]: write the messages a state change causes in the same transaction as the change;
 //! - [`relay`]: publish committed outbox rows to Kafka, marking a row only after the broker
-//!   acknowledged it (at least once, per-key order, one active relay per outbox);
+//!   acknowledged it (at least once, per-key order, one active relay per outbox), woken by the
+//!   writers' [`doorbell`];
 //! - [`consumer`]: apply each message exactly once (an inbox row in the handler's transaction),
 //!   committing the Kafka offset only after that transaction committed.
 //!
@@ -11,6 +12,7 @@
 
 mod backoff;
 pub mod consumer;
+pub mod doorbell;
 pub mod outbox;
 pub mod relay;
 pub mod service;
@@ -19,6 +21,7 @@ pub mod topics;
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError, IncomingMessage,
 };
+pub use doorbell::Doorbell;
 pub use relay::{BatchReport, Relay, RelayConfig, RelayError};
 
 use sqlx::migrate::Migrator;

@@ -32,11 +32,11 @@
 //!
 //! # Latency without busy polling
 //!
-//! The `outbox` table's trigger sends `NOTIFY outbox` at commit; [`Relay::run`] waits on `LISTEN
-//! outbox`, with a slow poll as a safety net for a lost notification (e.g. across a reconnect).
-//! A full batch is followed immediately by the next one. A notification names its row; when a
-//! poll already read that row (the commit landed just before the poll, the notification just
-//! after), the relay goes back to waiting instead of polling for nothing.
+//! Whoever commits outbox rows rings the [`Doorbell`] (see [`crate::doorbell`]): in memory when
+//! this process's relay holds the lease, as a `NOTIFY outbox` after the commit otherwise, which
+//! [`Relay::run`] hears on `LISTEN outbox`. A slow poll is the safety net for a lost ring (e.g.
+//! across a reconnect, or rows written by hand). A full batch is followed immediately by the
+//! next one.
 //!
 //! Published rows are kept for [`RelayConfig::retention`] (to inspect what went out) and then
 //! deleted by the lease holder.
@@ -58,6 +58,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::doorbell::{self, Doorbell};
 
 /// The advisory lock key of the lease. Advisory locks are per database, and every service has
 /// its own database, so one constant serves every outbox.
@@ -68,7 +69,7 @@ const LEASE_KEY: i64 = 0x6f75_7462_6f78; // "outbox"
 pub struct RelayConfig {
     /// Rows read, published and marked together.
     pub batch_size: i64,
-    /// Safety-net poll when no notification arrives.
+    /// Safety-net poll when no ring arrives.
     pub poll_interval: Duration,
     /// How often a stand-by relay tries to take the lease.
     pub lease_retry: Duration,
@@ -132,8 +133,8 @@ pub struct Relay {
     config: RelayConfig,
     /// The connection holding the advisory lock; `None` while standing by.
     lease: Option<PgConnection>,
-    /// Ids the latest polls read: a notification naming one of them needs no poll of its own.
-    read: RecentIds,
+    /// Rung by this process's writers; told whether this relay holds the lease.
+    doorbell: Doorbell,
 }
 
 #[derive(sqlx::FromRow)]
@@ -175,13 +176,18 @@ impl Relay {
             .create()
             .map_err(RelayError::Producer)?;
         Ok(Self {
+            doorbell: Doorbell::new(pool.clone()),
             pool,
             producer,
             topic_prefix: kafka.topic_prefix.clone(),
             config,
             lease: None,
-            read: RecentIds::default(),
         })
+    }
+
+    /// The doorbell this relay answers: ring it after committing outbox rows.
+    pub fn doorbell(&self) -> Doorbell {
+        self.doorbell.clone()
     }
 
     /// Whether this instance currently holds the lease.
@@ -210,6 +216,7 @@ impl Relay {
                 .await?;
             tracing::info!("outbox relay took the lease");
             self.lease = Some(conn);
+            self.doorbell.set_relay_here(true);
         } else {
             let _ = conn.close().await;
         }
@@ -219,6 +226,7 @@ impl Relay {
     /// Gives up the lease (closing its session frees the lock), e.g. after an error on it.
     async fn release_lease(&mut self) {
         if let Some(conn) = self.lease.take() {
+            self.doorbell.set_relay_here(false);
             let _ = conn.close().await;
             tracing::info!("outbox relay released the lease");
         }
@@ -263,7 +271,6 @@ impl Relay {
         .fetch_all(&mut *conn)
         .await?;
         let full = rows.len() as i64 >= self.config.batch_size;
-        self.read.remember(rows.iter().map(|row| row.id));
         if rows.is_empty() {
             return Ok(BatchReport {
                 published: 0,
@@ -355,12 +362,13 @@ impl Relay {
         Ok(deleted)
     }
 
-    /// Publishes until shutdown: wakes on `NOTIFY outbox` or the poll interval, drains the
+    /// Publishes until shutdown: wakes on a ring or the poll interval, drains the
     /// outbox batch by batch, stands by while another relay holds the lease, and backs off
     /// (capped, exponential) on errors. Returns after an in-flight batch finished (or the grace
     /// period ran out) and the producer flushed.
     pub async fn run(mut self, mut shutdown: Shutdown) {
         let sampler = tokio::spawn(sample_outbox(self.pool.clone(), shutdown.clone()));
+        let forwarder = tokio::spawn(self.doorbell.clone().forward(shutdown.clone()));
         let mut listener: Option<PgListener> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let mut next_cleanup = Instant::now();
@@ -368,7 +376,7 @@ impl Relay {
             if listener.is_none() {
                 // Listening before reading the outbox means no commit can slip in between.
                 listener = match PgListener::connect_with(&self.pool).await {
-                    Ok(mut l) => match l.listen("outbox").await {
+                    Ok(mut l) => match l.listen(doorbell::CHANNEL).await {
                         Ok(()) => Some(l),
                         Err(e) => {
                             tracing::warn!(error = %e, "LISTEN outbox failed; polling");
@@ -424,23 +432,18 @@ impl Relay {
             if wait.is_zero() {
                 continue;
             }
-            // Only a healthy lease holder is woken by notifications; a stand-by or a relay
-            // backing off waits its full delay.
+            // Only a healthy lease holder is woken by rings; a stand-by or a relay backing off
+            // waits its full delay.
             let woken_early = self.holds_lease() && wait == self.config.poll_interval;
             let deadline = Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = shutdown.requested() => break,
-                    notified = wait_notification(&mut listener), if woken_early => match notified {
-                        // Commits whose rows an earlier poll already read: nothing new.
-                        Ok(ids) if self.read.covers(&ids) => {}
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "LISTEN outbox connection lost; reconnecting");
-                            listener = None;
-                            break;
-                        }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = shutdown.requested() => {}
+                () = self.doorbell.rung(), if woken_early => {}
+                notified = wait_notification(&mut listener), if woken_early => {
+                    if let Err(e) = notified {
+                        tracing::warn!(error = %e, "LISTEN outbox connection lost; reconnecting");
+                        listener = None;
                     }
                 }
             }
@@ -450,6 +453,7 @@ impl Relay {
         let _ = self.producer.flush(Duration::from_secs(2));
         self.release_lease().await;
         sampler.abort();
+        forwarder.abort();
     }
 }
 
@@ -483,57 +487,18 @@ async fn sample_outbox(pool: PgPool, mut shutdown: Shutdown) {
     }
 }
 
-/// Waits for the next notifications and returns their payloads: the id of each committed outbox
-/// row (see `3_outbox_notify_row_id.sql`).
-async fn wait_notification(listener: &mut Option<PgListener>) -> Result<Vec<String>, sqlx::Error> {
+/// Waits for the next notification: a ring forwarded by another process (see
+/// [`crate::doorbell`]).
+async fn wait_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
     match listener {
         Some(l) => {
-            let mut payloads = vec![l.recv().await?.payload().to_owned()];
-            // Coalesce the notifications that piled up while publishing: one batch serves all.
+            l.recv().await?;
+            // Fold the notifications that piled up while publishing: one batch serves all.
             // (`try_recv` would wait for the next one; `next_buffered` does not.)
-            while let Some(n) = l.next_buffered() {
-                payloads.push(n.payload().to_owned());
-            }
-            Ok(payloads)
+            while l.next_buffered().is_some() {}
+            Ok(())
         }
         None => std::future::pending().await,
-    }
-}
-
-/// The ids read by the latest polls, a bounded window of them.
-///
-/// A notification names a committed row. If a poll read that row, the poll's snapshot came
-/// after the commit, so it saw every row of that transaction: they were read by that poll, or
-/// (past its limit) by the ones that follow a full batch at once.
-#[derive(Default)]
-struct RecentIds {
-    order: std::collections::VecDeque<i64>,
-    set: std::collections::HashSet<i64>,
-}
-
-impl RecentIds {
-    /// Far more than a notification can lag behind its poll.
-    const CAPACITY: usize = 4096;
-
-    fn remember(&mut self, ids: impl IntoIterator<Item = i64>) {
-        for id in ids {
-            if self.set.insert(id) {
-                self.order.push_back(id);
-            }
-        }
-        while self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-
-    /// Whether every payload names a row already read. Anything else (an unknown id, a payload
-    /// of another form) calls for a poll.
-    fn covers(&self, payloads: &[String]) -> bool {
-        payloads
-            .iter()
-            .all(|p| p.parse().is_ok_and(|id: i64| self.set.contains(&id)))
     }
 }
 
@@ -579,36 +544,5 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
         value: Some(value),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RecentIds;
-
-    fn payloads(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn a_notification_is_covered_only_by_rows_already_read() {
-        let mut read = RecentIds::default();
-        read.remember([3, 4, 7]);
-        assert!(read.covers(&payloads(&["3"])));
-        assert!(read.covers(&payloads(&["7", "4"])));
-        assert!(!read.covers(&payloads(&["7", "5"])), "5 was never read");
-        assert!(!read.covers(&payloads(&[""])), "a payload without an id");
-        assert!(!read.covers(&payloads(&["x"])));
-    }
-
-    #[test]
-    fn the_window_forgets_the_oldest_ids() {
-        let mut read = RecentIds::default();
-        read.remember(0..RecentIds::CAPACITY as i64 + 10);
-        read.remember([5_000_000, 5_000_000]);
-        assert_eq!(read.order.len(), RecentIds::CAPACITY);
-        assert_eq!(read.set.len(), RecentIds::CAPACITY);
-        assert!(!read.covers(&payloads(&["0"])));
-        assert!(read.covers(&payloads(&["5000000"])));
     }
 }

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerStats, Handler};
+use crate::doorbell::Doorbell;
 use crate::relay::{Relay, RelayConfig};
 
 /// What makes one service: its database, migrations, routes, and what it consumes.
@@ -17,7 +18,10 @@ pub struct Definition<H: Handler> {
     pub database: String,
     pub migrations: &'static Migrator,
     pub port: u16,
-    pub routes: fn(PgPool) -> axum::Router,
+    /// The HTTP routes, given the database and the doorbell to ring after committing outbox rows.
+    pub routes: fn(PgPool, Doorbell) -> axum::Router,
+    /// The tuning of the outbox relay.
+    pub relay: RelayConfig,
     pub consumer: ConsumerConfig,
     pub handler: H,
 }
@@ -45,15 +49,16 @@ impl<H: Handler> Service<H> {
         crate::topics::ensure(&settings.kafka, &crate::topics::ALL)
             .await
             .context("creating the Kafka topics")?;
-        let routes = (definition.routes)(pool.clone()).route(
+        let relay = Relay::new(&settings.kafka, pool.clone(), definition.relay)?;
+        let routes = (definition.routes)(pool.clone(), relay.doorbell()).route(
             "/health/ready",
             axum::routing::get(ready).with_state(pool.clone()),
         );
         let server = Server::bind(&settings.http, definition.port, routes).await?;
-        let relay = Relay::new(&settings.kafka, pool.clone(), RelayConfig::default())?;
         let consumer = Consumer::new(
             &settings.kafka,
             pool.clone(),
+            relay.doorbell(),
             definition.consumer,
             definition.handler,
         )?;

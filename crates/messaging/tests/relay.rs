@@ -4,10 +4,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, commit, drain, message, read_topic};
+use common::{EffectHandler, World, commit, drain, message, read_topic};
 use contracts::headers as h;
-use messaging::RelayConfig;
 use messaging::outbox;
+use messaging::{Doorbell, RelayConfig};
 use test_support::unique;
 
 #[tokio::test]
@@ -141,23 +141,40 @@ async fn published_rows_are_deleted_after_the_retention_and_pending_ones_are_kep
     assert_eq!(left, 2);
 }
 
-/// A relay running with a poll interval far beyond any test deadline: only NOTIFY wakes it.
+/// A relay running with a poll interval far beyond any test deadline: only a ring wakes it.
 /// (Test scaffolding: a failure here is a failed test, hence the unwraps.)
 struct ListeningRelay {
+    doorbell: Doorbell,
     trigger: platform::shutdown::Trigger,
     task: tokio::task::JoinHandle<()>,
 }
 
 #[allow(clippy::unwrap_used)]
 impl ListeningRelay {
+    /// Starts a relay and waits until it is idle: it took the lease and published a first row
+    /// (which its initial read may have found without a ring).
+    async fn start_idle(world: &World) -> Self {
+        let relay = Self::start(world);
+        commit(world.pool(), &[message("first", 1)]).await;
+        relay.doorbell.ring();
+        published(world, 1, Duration::from_secs(10), "the first row published").await;
+        relay
+    }
+
     fn start(world: &World) -> Self {
         let config = RelayConfig {
             poll_interval: Duration::from_secs(120),
             ..RelayConfig::default()
         };
+        let relay = world.relay_with(config);
+        let doorbell = relay.doorbell();
         let (trigger, shutdown) = platform::shutdown::channel();
-        let task = tokio::spawn(world.relay_with(config).run(shutdown));
-        Self { trigger, task }
+        let task = tokio::spawn(relay.run(shutdown));
+        Self {
+            doorbell,
+            trigger,
+            task,
+        }
     }
 
     async fn stop(self) {
@@ -188,26 +205,17 @@ async fn published(world: &World, count: i64, within: Duration, what: &str) {
 }
 
 #[tokio::test]
-async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
+async fn a_running_relay_is_woken_by_its_doorbell_not_by_its_poll() {
     let world = World::new().await;
-    let relay = ListeningRelay::start(&world);
+    let relay = ListeningRelay::start_idle(&world).await;
 
-    // The first row may be picked up by the relay's initial read; once it is published the
-    // relay is idle, waiting on LISTEN with a poll far beyond this test's deadline.
-    commit(world.pool(), &[message("order-1", 1)]).await;
-    published(
-        &world,
-        1,
-        Duration::from_secs(10),
-        "the first row published",
-    )
-    .await;
     commit(world.pool(), &[message("order-1", 2)]).await;
+    relay.doorbell.ring();
     published(
         &world,
         2,
         Duration::from_secs(5),
-        "the second row published on NOTIFY",
+        "the second row published on its ring",
     )
     .await;
     relay.stop().await;
@@ -216,18 +224,91 @@ async fn a_running_relay_is_woken_by_the_commit_not_by_its_poll() {
 #[tokio::test]
 async fn a_late_commit_with_a_smaller_id_still_wakes_the_relay() {
     let world = World::new().await;
-    let relay = ListeningRelay::start(&world);
+    let relay = ListeningRelay::start_idle(&world).await;
 
     // `late` takes the smaller id but commits after `early` was read and published: its own
-    // notification names a row no poll has read, so the relay must poll again.
+    // ring must make the relay read again.
     let mut late = world.pool().begin().await.unwrap();
     outbox::enqueue(&mut late, &[message("order-1", 1)])
         .await
         .unwrap();
     commit(world.pool(), &[message("order-2", 1)]).await;
-    published(&world, 1, Duration::from_secs(10), "the early row").await;
+    relay.doorbell.ring();
+    published(&world, 2, Duration::from_secs(10), "the early row").await;
     late.commit().await.unwrap();
-    published(&world, 2, Duration::from_secs(5), "the late row, on NOTIFY").await;
+    relay.doorbell.ring();
+    published(
+        &world,
+        3,
+        Duration::from_secs(5),
+        "the late row, on its ring",
+    )
+    .await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_ring_in_a_process_whose_relay_stands_by_reaches_the_lease_holder() {
+    let world = World::new().await;
+    let holder = ListeningRelay::start_idle(&world).await;
+    // Another instance of the service: its relay cannot take the lease, so its writers' rings
+    // go to the holder as a notification.
+    let stand_by = ListeningRelay::start(&world);
+
+    commit(world.pool(), &[message("order-1", 1)]).await;
+    stand_by.doorbell.ring();
+    published(
+        &world,
+        2,
+        Duration::from_secs(5),
+        "the row published by the lease holder, on the other process's ring",
+    )
+    .await;
+    stand_by.stop().await;
+    holder.stop().await;
+}
+
+/// A transaction that notifies holds a server-wide lock from its commit until its WAL flush
+/// ended, which serialises every such commit: writing the outbox must not notify.
+#[tokio::test]
+async fn writing_the_outbox_sends_no_notification() {
+    let world = World::new().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(world.pool())
+        .await
+        .unwrap();
+    listener.listen("outbox").await.unwrap();
+
+    commit(world.pool(), &[message("order-1", 1)]).await;
+    // Notifications arrive in commit order: a notification of the write would come first.
+    sqlx::query("SELECT pg_notify('outbox', 'marker')")
+        .execute(world.pool())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.payload(), "marker");
+}
+
+#[tokio::test]
+async fn a_consumer_rings_the_relay_after_committing_its_handlers_outbox_rows() {
+    let world = World::new().await;
+    let relay = ListeningRelay::start_idle(&world).await;
+    // The first row is a message of the consumed topic; the handler answers it with a reply
+    // row, which only the consumer's ring gets published before the relay's poll.
+    let _consumer = world.start_consumer_ringing(
+        messaging::ConsumerConfig::new(unique("c"), &[common::TOPIC]),
+        EffectHandler::replying_to("test.replies"),
+        relay.doorbell.clone(),
+    );
+    published(
+        &world,
+        2,
+        Duration::from_secs(30),
+        "the consumer's reply published",
+    )
+    .await;
     relay.stop().await;
 }
 

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use messaging::Doorbell;
 use platform::http::{FieldError, Json, Problem, Query};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -22,10 +23,20 @@ use crate::view::{EventView, OrderView};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub doorbell: Doorbell,
 }
 
-pub fn routes(pool: PgPool) -> Router {
-    let state = AppState { pool };
+impl AppState {
+    /// A command committed: if it appended events, their messages wait in the outbox.
+    fn committed(&self, executed: &Executed) {
+        if executed.appended > 0 {
+            self.doorbell.ring();
+        }
+    }
+}
+
+pub fn routes(pool: PgPool, doorbell: Doorbell) -> Router {
+    let state = AppState { pool, doorbell };
     Router::new()
         .route("/api/orders", post(place_order))
         .route("/api/orders/{order_id}", get(get_order))
@@ -204,6 +215,7 @@ async fn place_order(
         Some(key) => idempotency::place_once(&state.pool, key, order_id, command, &context).await,
     };
     let executed = executed.map_err(command_problem)?;
+    state.committed(&executed);
     let view = order_view(&executed)?;
     let location = format!("/api/orders/{}", view.order_id);
     Ok((
@@ -302,6 +314,7 @@ async fn add_item(
     let executed = commands::execute(&state.pool, order_id, Command::AddItem(line), &context)
         .await
         .map_err(command_problem)?;
+    state.committed(&executed);
     order_view(&executed).map(axum::Json)
 }
 
@@ -374,6 +387,7 @@ async fn remove_item(
     )
     .await
     .map_err(command_problem)?;
+    state.committed(&executed);
     order_view(&executed).map(axum::Json)
 }
 

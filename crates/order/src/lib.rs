@@ -33,6 +33,7 @@ pub fn definition(database: &str, port: u16) -> messaging::service::Definition<s
         migrations: &MIGRATIONS,
         port,
         routes: http::routes,
+        relay: messaging::RelayConfig::default(),
         consumer: messaging::consumer::ConsumerConfig::new(
             CONSUMER,
             &[contracts::topics::STOCK, contracts::topics::PAYMENTS],

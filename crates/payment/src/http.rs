@@ -26,7 +26,8 @@ pub struct PaymentView {
     pub created_at: DateTime<Utc>,
 }
 
-pub fn routes(pool: PgPool) -> Router {
+/// Only reads: nothing here writes the outbox, so the doorbell goes unused.
+pub fn routes(pool: PgPool, _doorbell: messaging::Doorbell) -> Router {
     Router::new()
         .route("/api/payments", get(list))
         .with_state(pool)

@@ -32,6 +32,7 @@ pub fn definition(
         migrations: &MIGRATIONS,
         port,
         routes: http::routes,
+        relay: messaging::RelayConfig::default(),
         consumer: messaging::consumer::ConsumerConfig::new(CONSUMER, &[contracts::topics::STOCK]),
         handler: handler::PaymentHandler {
             starting_credit: settings.payment.starting_credit,

@@ -17,7 +17,8 @@ pub struct StockView {
     pub reserved: i32,
 }
 
-pub fn routes(pool: PgPool) -> Router {
+/// Only reads: nothing here writes the outbox, so the doorbell goes unused.
+pub fn routes(pool: PgPool, _doorbell: messaging::Doorbell) -> Router {
     Router::new()
         .route("/api/stock", get(list))
         .with_state(pool)

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Context;
 use messaging::outbox::{self, Metadata, OutgoingMessage};
 use messaging::{
-    Consumer, ConsumerConfig, ConsumerStats, Handler, HandlerError, IncomingMessage, Relay,
-    RelayConfig,
+    Consumer, ConsumerConfig, ConsumerStats, Doorbell, Handler, HandlerError, IncomingMessage,
+    Relay, RelayConfig,
 };
 use platform::Settings;
 use platform::shutdown::Trigger;
@@ -96,9 +96,28 @@ impl World {
         )
     }
 
+    /// A consumer whose doorbell no relay answers (the tests' relays drain the outbox by hand).
     pub fn start_consumer_with(&self, config: ConsumerConfig, handler: EffectHandler) -> Running {
-        let consumer =
-            Consumer::new(&self.settings.kafka, self.db.pool.clone(), config, handler).unwrap();
+        let doorbell = Doorbell::new(self.db.pool.clone());
+        self.start_consumer_ringing(config, handler, doorbell)
+    }
+
+    /// A consumer that rings `doorbell` after each commit, as a service's consumer rings its
+    /// relay's.
+    pub fn start_consumer_ringing(
+        &self,
+        config: ConsumerConfig,
+        handler: EffectHandler,
+        doorbell: Doorbell,
+    ) -> Running {
+        let consumer = Consumer::new(
+            &self.settings.kafka,
+            self.db.pool.clone(),
+            doorbell,
+            config,
+            handler,
+        )
+        .unwrap();
         let stats = consumer.stats();
         let (trigger, shutdown) = platform::shutdown::channel();
         let task = tokio::spawn(async move { consumer.run(shutdown).await });
@@ -239,6 +258,8 @@ pub struct EffectHandler {
     in_flight: AtomicU32,
     /// The most messages ever being applied at the same moment.
     pub most_in_flight: Arc<AtomicU32>,
+    /// Where to send a reply for each message, through the outbox (none if `None`).
+    pub replies_to: Option<&'static str>,
 }
 
 impl EffectHandler {
@@ -252,6 +273,14 @@ impl EffectHandler {
     pub fn taking(delay: Duration) -> Self {
         Self {
             delay,
+            ..Self::default()
+        }
+    }
+
+    /// Also writes a reply for each message to the outbox, for `topic`, in the same transaction.
+    pub fn replying_to(topic: &'static str) -> Self {
+        Self {
+            replies_to: Some(topic),
             ..Self::default()
         }
     }
@@ -296,8 +325,15 @@ impl Handler for EffectHandler {
         .bind(message.metadata.message_id)
         .bind(&message.key)
         .bind(n)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+        if let Some(topic) = self.replies_to {
+            let reply = OutgoingMessage {
+                topic,
+                ..self::message(message.key.as_deref().unwrap_or(""), n)
+            };
+            outbox::enqueue(conn, &[reply]).await?;
+        }
         Ok(())
     }
 }

@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 use test_support::TestDatabase;
 
 /// One order service on a random port over a fresh database, with one method per endpoint.
+/// Its relay polls only every two minutes, so a message published within a test was published
+/// because its writer rang the relay.
 pub struct TestApp {
     pub address: String,
     pub db: TestDatabase,
@@ -15,7 +17,9 @@ impl TestApp {
     pub async fn spawn() -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let settings = test_support::isolated_settings();
-        let app = Service::build(&settings, order::definition(&db.name, 0)).await?;
+        let mut definition = order::definition(&db.name, 0);
+        definition.relay.poll_interval = std::time::Duration::from_secs(120);
+        let app = Service::build(&settings, definition).await?;
         let address = format!("http://{}", app.address()?);
         let (trigger, shutdown) = platform::shutdown::channel();
         tokio::spawn(app.run(shutdown));
@@ -29,6 +33,23 @@ impl TestApp {
 
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.db.pool
+    }
+
+    /// Waits (up to `within`) until the relay has published `count` outbox rows.
+    pub async fn published(&self, count: i64, within: std::time::Duration) -> anyhow::Result<()> {
+        let pool = self.db.pool.clone();
+        test_support::eventually(within, &format!("{count} messages published"), || {
+            let pool = pool.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+                )
+                .fetch_one(&pool)
+                .await?;
+                Ok((n == count).then_some(()))
+            }
+        })
+        .await
     }
 
     pub async fn place(&self, body: &Value) -> Response {

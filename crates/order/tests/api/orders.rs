@@ -148,3 +148,38 @@ async fn placing_writes_the_integration_message_to_the_outbox_with_its_headers()
     assert_eq!(payload["lines"], json!([item(2, 3, "4.00")]));
     assert_eq!(payload["total"], "12.00");
 }
+
+/// The relay of the test service polls every two minutes: each command that appends must ring
+/// it once its transaction committed.
+#[tokio::test]
+async fn every_command_that_appends_wakes_the_relay() {
+    let app = TestApp::spawn().await.unwrap();
+    let soon = std::time::Duration::from_secs(5);
+    // The relay's first read may find the first order without a ring; after that it is idle.
+    let order = app.place_ok(json!([item(2, 3, "4.00")])).await;
+    let id = order["orderId"].as_str().unwrap();
+    app.published(1, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let added = app.add_item(id, &item(1, 1, "2.00")).await;
+    assert_eq!(added.status(), StatusCode::OK);
+    app.published(2, soon).await.unwrap();
+
+    let removed = app.remove_item(id, "1", None).await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    app.published(3, soon).await.unwrap();
+
+    let key = test_support::unique("key");
+    let placed = app
+        .place_with_key(
+            &json!({ "customerId": uuid::Uuid::new_v4(), "items": [item(3, 1, "1.00")] }),
+            &key,
+        )
+        .await;
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    app.published(4, soon).await.unwrap();
+
+    app.place_ok(json!([item(3, 1, "1.00")])).await;
+    app.published(5, soon).await.unwrap();
+}

@@ -104,3 +104,33 @@ impl Doorbell {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::FutureExt;
+
+    use super::Doorbell;
+
+    fn doorbell() -> Doorbell {
+        // Never connects: these rings stay in memory.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("a lazy pool");
+        Doorbell::new(pool)
+    }
+
+    #[tokio::test]
+    async fn a_ring_wakes_this_process_relay_only_while_it_holds_the_lease() {
+        let bell = doorbell();
+        bell.ring();
+        assert!(bell.rung().now_or_never().is_none(), "no lease: forwarded");
+        assert!(bell.shared.remote.notified().now_or_never().is_some());
+
+        bell.set_relay_here(true);
+        bell.ring();
+        bell.ring();
+        assert!(bell.rung().now_or_never().is_some(), "kept for the relay");
+        assert!(bell.rung().now_or_never().is_none(), "two rings, one wake");
+        assert!(bell.shared.remote.notified().now_or_never().is_none());
+    }
+}

@@ -13,7 +13,8 @@
 //! of each window and search step (default 10), `BENCH_RAMP` the lead-in before the steady window
 //! (default 3), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N` runs one phase at N
 //! orders/s instead of the search (for profiling), and the components inherit the environment
-//! (so `TOKIO_WORKER_THREADS=1` sizes their runtimes).
+//! (so `TOKIO_WORKER_THREADS=1` sizes their runtimes). Each stack's topics and databases are
+//! removed when it is done with; `BENCH_KEEP=1` keeps them, to inspect.
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path. The search and
@@ -397,11 +398,11 @@ async fn main() -> anyhow::Result<()> {
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
-        return Ok(());
+        return discard(stack, orders).await;
     }
 
     let saturated = saturation(&stack, &orders, seconds).await?;
-    drop(stack);
+    discard(stack, orders).await?;
     println!(
         "saga, whole stack on this machine ({} cores)",
         std::thread::available_parallelism()?.get()
@@ -421,6 +422,18 @@ async fn main() -> anyhow::Result<()> {
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
+        discard(stack, orders).await?;
     }
     Ok(())
+}
+
+/// Stops a stack that is done with and removes its topics and databases, which would otherwise
+/// pile up and slow the next runs' broker; `BENCH_KEEP=1` keeps them to inspect.
+async fn discard(stack: Arc<Stack>, orders: PgPool) -> anyhow::Result<()> {
+    orders.close().await;
+    let stack = Arc::try_unwrap(stack).map_err(|_| anyhow::anyhow!("the stack is still in use"))?;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        return Ok(());
+    }
+    stack.remove().await
 }

@@ -85,6 +85,23 @@ pub async fn create_topics(
     Ok(())
 }
 
+/// Deletes topics; ones already gone are fine. A broker's work grows with its partitions, so
+/// whatever creates topics per run should delete them after.
+pub async fn delete_topics(settings: &Settings, topics: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .create()
+        .context("creating Kafka admin client")?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => anyhow::bail!("deleting topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`. Tests never sleep blindly.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where

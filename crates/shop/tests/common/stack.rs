@@ -90,6 +90,34 @@ impl Stack {
         stack
     }
 
+    /// Stops every component, then deletes the stack's topics and drops its databases, so that
+    /// runs on one set of servers do not pile them up (a broker slows with its partition count).
+    pub async fn remove(mut self) -> anyhow::Result<()> {
+        self.kill_all();
+        let topics: Vec<String> = [
+            contracts::topics::ORDERS,
+            contracts::topics::STOCK,
+            contracts::topics::PAYMENTS,
+            contracts::topics::DEAD_LETTERS,
+        ]
+        .iter()
+        .map(|t| format!("{}{t}", self.prefix))
+        .collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        test_support::delete_topics(&self.settings, &topics).await?;
+        for database in self.databases.values() {
+            platform::postgres::drop_database(&self.settings.postgres, database).await?;
+        }
+        Ok(())
+    }
+
+    fn kill_all(&mut self) {
+        for (_, mut child) in self.children.drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn url(&self, component: &str, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports[component])
     }
@@ -264,10 +292,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for (_, mut child) in self.children.drain() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill_all();
     }
 }
 

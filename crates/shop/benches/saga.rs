@@ -53,7 +53,10 @@ fn orders_url(stack: &Stack) -> String {
     }
 }
 
-async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<()> {
+/// Places one order. `Ok(false)`: the system turned it away as overloaded (a 5xx, e.g. 503
+/// when the order service waited too long for a database connection); anything else unexpected
+/// is an error.
+async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<bool> {
     let items = json!([
         { "productId": 1 + (n % 3) as i64, "quantity": 1, "unitPrice": "19.99" },
         { "productId": 1 + ((n + 1) % 3) as i64, "quantity": 2, "unitPrice": "5.00" }
@@ -64,12 +67,12 @@ async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<()> {
         .json(&json!({ "customerId": customer, "items": items }))
         .send()
         .await?;
+    let status = response.status();
     anyhow::ensure!(
-        response.status().as_u16() == 201,
-        "place: {}",
-        response.status()
+        status.as_u16() == 201 || status.is_server_error(),
+        "place: {status}"
     );
-    Ok(())
+    Ok(status.as_u16() == 201)
 }
 
 /// Completed orders per second in a window, from the event store.
@@ -108,13 +111,15 @@ async fn drain(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A schedule of orders placed: when it started, and how many the system turned away.
+struct Run {
+    start: chrono::DateTime<chrono::Utc>,
+    refused: u64,
+}
+
 /// Places orders at `rate` per second for `seconds` (open loop: the schedule does not wait for
-/// the system) and returns the start time of the run.
-async fn open_loop(
-    stack: &Arc<Stack>,
-    rate: f64,
-    seconds: f64,
-) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+/// the system).
+async fn open_loop(stack: &Arc<Stack>, rate: f64, seconds: f64) -> anyhow::Result<Run> {
     let start = chrono::Utc::now();
     let total = (rate * seconds) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -125,28 +130,31 @@ async fn open_loop(
         let stack = stack.clone();
         tasks.spawn(async move { place(&stack, Uuid::new_v4(), n).await });
     }
+    let mut refused = 0;
     while let Some(done) = tasks.join_next().await {
-        done??;
+        if !done?? {
+            refused += 1;
+        }
     }
-    Ok(start)
+    Ok(Run { start, refused })
 }
 
 /// Saturation: the highest offered rate the saga keeps up with. Rates grow by half each step
 /// until one is not kept up with, then two bisection steps narrow the gap. A step is kept up
-/// with when, by the end of its schedule, at least 95% of the orders placed in it have
-/// completed (the rest are the few still in flight).
+/// with when no order was turned away and, by the end of its schedule, at least 95% of the
+/// orders placed in it have completed (the rest are the few still in flight).
 async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::Result<f64> {
     // Completed orders per second at `rate`, if the saga kept up with it.
     let step = |rate: f64| async move {
-        let start = open_loop(stack, rate, seconds).await?;
+        let Run { start, refused } = open_loop(stack, rate, seconds).await?;
         let end = chrono::Utc::now();
         let completed = completions(pool, start, end).await? as f64;
         let offered = rate * seconds;
         let elapsed = (end - start).as_seconds_f64();
         drain(pool).await?;
-        let kept_up = completed >= 0.95 * offered && elapsed <= seconds * 1.1;
+        let kept_up = refused == 0 && completed >= 0.95 * offered && elapsed <= seconds * 1.1;
         eprintln!(
-            "  offered {rate:>5.0}/s: {completed:>6.0} of {offered:>6.0} completed within the run ({elapsed:.1} s)"
+            "  offered {rate:>5.0}/s: {completed:>6.0} of {offered:>6.0} completed within the run ({elapsed:.1} s), {refused} refused"
         );
         anyhow::Ok(kept_up.then_some(completed / elapsed))
     };
@@ -184,7 +192,8 @@ async fn latency_at(
     seconds: f64,
     ramp: f64,
 ) -> anyhow::Result<Phase> {
-    let start = open_loop(stack, rate, ramp + seconds).await?;
+    let Run { start, refused } = open_loop(stack, rate, ramp + seconds).await?;
+    anyhow::ensure!(refused == 0, "{refused} orders refused at {rate:.0}/s");
     let at = |offset: f64| start + chrono::Duration::milliseconds((offset * 1000.0) as i64);
     let (steady_from, steady_to) = (at(ramp), at(ramp + seconds));
     Ok(Phase {

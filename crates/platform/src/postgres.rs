@@ -21,6 +21,7 @@ pub async fn connect(settings: &PostgresSettings, database: &str) -> Result<PgPo
     create_database_if_missing(&server, database).await?;
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections.min(settings.max_connections))
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(
             server

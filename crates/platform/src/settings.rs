@@ -29,6 +29,10 @@ pub struct PostgresSettings {
     /// Server URL without a database name; each service appends its own database.
     pub url: String,
     pub max_connections: u32,
+    /// Connections opened at start and kept open (the default: all of them, a fixed-size pool).
+    /// A pool that grows under load opens new backends just when the load arrives, and each
+    /// starts with cold caches and no prepared statements.
+    pub min_connections: u32,
     /// The database each service owns on that server.
     pub databases: Databases,
 }
@@ -103,6 +107,7 @@ const DEFAULTS: &str = r#"
 [postgres]
 url = "postgres://postgres@127.0.0.1:5432"
 max_connections = 16
+min_connections = 16
 
 [postgres.databases]
 order = "shop_order"

@@ -13,8 +13,12 @@ use rdkafka::client::DefaultClientContext;
 use sqlx::PgPool;
 
 /// The settings the tests run with: the same defaults and `SHOP_*` overrides as the services.
+/// The settings of the local stack, except that pools open connections only when needed: a
+/// test neither needs a warm pool nor should hold a fixed one per database it creates.
 pub fn settings() -> Settings {
-    Settings::load().expect("settings load from defaults and SHOP_* variables")
+    let mut settings = Settings::load().expect("settings load from defaults and SHOP_* variables");
+    settings.postgres.min_connections = 0;
+    settings
 }
 
 /// Settings with a topic prefix of their own, so a test's services neither see nor feed the

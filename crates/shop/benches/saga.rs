@@ -7,7 +7,9 @@
 //! starting from an idle stack, and reports two windows of `BENCH_SECONDS` each: the orders
 //! placed once the stack has run at the rate for `BENCH_RAMP` seconds (steady), and the first
 //! ones, placed while it goes from idle to the rate (from idle). The p99 of each second of the
-//! steady window tells a stall (a few bad seconds) from a rate the stack cannot keep (all bad).
+//! steady window tells a stall (a few bad seconds) from a rate the stack cannot keep (all bad),
+//! and the clock times of each phase match it with the servers' logs (e.g. the broker's
+//! `.local/log/kafka-gc.log`).
 //!
 //! `cargo bench -p shop --bench saga` (servers from `./dev up`). `BENCH_SECONDS` sets the length
 //! of each window and search step (default 10), `BENCH_RAMP` the lead-in before the steady window
@@ -176,6 +178,8 @@ async fn saturation(stack: &Arc<Stack>, pool: &PgPool, seconds: f64) -> anyhow::
 
 /// One latency phase: orders placed at `rate` for `ramp + seconds`, from an idle stack.
 struct Phase {
+    /// When the first order was placed (to match the phase with the servers' logs).
+    start: chrono::DateTime<chrono::Utc>,
     /// The steady window: from `ramp` seconds after the start to the end.
     steady_from: chrono::DateTime<chrono::Utc>,
     steady_to: chrono::DateTime<chrono::Utc>,
@@ -197,6 +201,7 @@ async fn latency_at(
     let at = |offset: f64| start + chrono::Duration::milliseconds((offset * 1000.0) as i64);
     let (steady_from, steady_to) = (at(ramp), at(ramp + seconds));
     Ok(Phase {
+        start,
         steady_from,
         steady_to,
         from_idle: latency_at_window(pool, start, at(seconds)).await?,
@@ -249,6 +254,15 @@ async fn p99_per_second(
 fn print_per_second(p99s: &[f64]) {
     let shown: Vec<String> = p99s.iter().map(|ms| format!("{ms:.0}")).collect();
     println!("{:>15} steady p99 per second, ms: {}", "", shown.join(" "));
+}
+
+fn print_when(phase: &Phase) {
+    println!(
+        "{:>15} ran {} – {} UTC",
+        "",
+        phase.start.format("%H:%M:%S"),
+        phase.steady_to.format("%H:%M:%S")
+    );
 }
 
 /// One row of the latency table.
@@ -407,6 +421,7 @@ async fn main() -> anyhow::Result<()> {
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
+        print_when(&phase);
         return discard(stack, orders).await;
     }
 
@@ -431,6 +446,7 @@ async fn main() -> anyhow::Result<()> {
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
+        print_when(&phase);
         discard(stack, orders).await?;
     }
     Ok(())

@@ -12,9 +12,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sqlx::PgPool;
 
-/// The settings the tests run with: the same defaults and `SHOP_*` overrides as the services.
-/// The settings of the local stack, except that pools open connections only when needed: a
-/// test neither needs a warm pool nor should hold a fixed one per database it creates.
+/// The settings the tests run with: the same defaults and `SHOP_*` overrides as the services,
+/// except that pools open connections only when needed: a test neither needs a warm pool nor
+/// should hold a fixed one per database it creates.
 pub fn settings() -> Settings {
     let mut settings = Settings::load().expect("settings load from defaults and SHOP_* variables");
     settings.postgres.min_connections = 0;

@@ -94,15 +94,10 @@ impl Stack {
     /// runs on one set of servers do not pile them up (a broker slows with its partition count).
     pub async fn remove(mut self) -> anyhow::Result<()> {
         self.kill_all();
-        let topics: Vec<String> = [
-            contracts::topics::ORDERS,
-            contracts::topics::STOCK,
-            contracts::topics::PAYMENTS,
-            contracts::topics::DEAD_LETTERS,
-        ]
-        .iter()
-        .map(|t| format!("{}{t}", self.prefix))
-        .collect();
+        let topics: Vec<String> = messaging::topics::ALL
+            .iter()
+            .map(|t| format!("{}{t}", self.prefix))
+            .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         test_support::delete_topics(&self.settings, &topics).await?;
         for database in self.databases.values() {

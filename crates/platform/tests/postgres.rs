@@ -36,3 +36,46 @@ fn the_default_pool_is_fixed_size() {
         settings.postgres.max_connections
     );
 }
+
+/// A connection whose session ended while it sat in the pool (as in a PostgreSQL restart) is
+/// not handed out: one idle for longer than `PING_IF_IDLE_FOR` is pinged first, and a dead one
+/// is replaced by a new connection.
+#[tokio::test]
+async fn a_connection_that_lost_its_session_while_idle_is_replaced() {
+    use sqlx::ConnectOptions;
+
+    let mut settings = Settings::load().expect("settings");
+    settings.postgres.min_connections = 1;
+    settings.postgres.max_connections = 1;
+    let database = format!("test_pool_dead_{}", std::process::id());
+    let pool = platform::postgres::connect(&settings.postgres, &database)
+        .await
+        .expect("connect");
+    let backend = || async {
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+    };
+    let first = backend().await.expect("the first backend");
+
+    let server: sqlx::postgres::PgConnectOptions = settings.postgres.url.parse().expect("url");
+    let mut admin = server.database("postgres").connect().await.expect("admin");
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(first)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate");
+    assert!(ended, "the pooled session ended");
+    tokio::time::sleep(
+        platform::postgres::PING_IF_IDLE_FOR + std::time::Duration::from_millis(200),
+    )
+    .await;
+
+    let second = backend().await;
+    pool.close().await;
+    platform::postgres::drop_database(&settings.postgres, &database)
+        .await
+        .expect("drop");
+    let second = second.expect("a query after the session ended");
+    assert_ne!(first, second);
+}

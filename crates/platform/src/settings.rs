@@ -105,7 +105,9 @@ fn enabled() -> bool {
 
 const DEFAULTS: &str = r#"
 [postgres]
-url = "postgres://postgres@127.0.0.1:5432"
+# The Unix socket of `./dev`'s server (in /tmp); `postgres://postgres@127.0.0.1:5432` is the same
+# server over TCP.
+url = "postgres://postgres@%2Ftmp:5432"
 max_connections = 16
 min_connections = 16
 
@@ -176,6 +178,7 @@ mod tests {
             .and_then(config::Config::try_deserialize)
             .expect("built-in defaults deserialize");
         assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(settings.postgres.url, "postgres://postgres@%2Ftmp:5432");
         assert_eq!(settings.http.gateway_port, 8080);
     }
 }

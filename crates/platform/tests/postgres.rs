@@ -1,29 +1,53 @@
 //! The service pools against the real PostgreSQL of `./dev up`.
 
 use platform::Settings;
+use sqlx::PgPool;
+
+/// A service pool of `min`..`max` connections on a database of its own.
+struct TestPool {
+    settings: Settings,
+    database: String,
+    pool: PgPool,
+}
+
+impl TestPool {
+    async fn connect(name: &str, min: u32, max: u32) -> Self {
+        let mut settings = Settings::load().expect("settings");
+        settings.postgres.min_connections = min;
+        settings.postgres.max_connections = max;
+        let database = format!("test_{name}_{}", std::process::id());
+        let pool = platform::postgres::connect(&settings.postgres, &database)
+            .await
+            .expect("connect");
+        Self {
+            settings,
+            database,
+            pool,
+        }
+    }
+
+    /// Closes the pool and drops its database.
+    async fn remove(self) {
+        self.pool.close().await;
+        platform::postgres::drop_database(&self.settings.postgres, &self.database)
+            .await
+            .expect("drop");
+    }
+}
 
 /// A pool is opened whole before `connect` returns, so the first burst of work finds warm
 /// connections instead of waiting for new backends.
 #[tokio::test]
 async fn connect_opens_the_minimum_of_connections_before_returning() {
-    let mut settings = Settings::load().expect("settings");
-    settings.postgres.min_connections = 5;
-    settings.postgres.max_connections = 8;
-    let database = format!("test_pool_{}", std::process::id());
-    let pool = platform::postgres::connect(&settings.postgres, &database)
-        .await
-        .expect("connect");
+    let test = TestPool::connect("pool", 5, 8).await;
 
     let backends: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&database)
-            .fetch_one(&pool)
+            .bind(&test.database)
+            .fetch_one(&test.pool)
             .await
             .expect("count backends");
-    pool.close().await;
-    platform::postgres::drop_database(&settings.postgres, &database)
-        .await
-        .expect("drop");
+    test.remove().await;
     assert_eq!(backends, 5);
 }
 
@@ -44,21 +68,15 @@ fn the_default_pool_is_fixed_size() {
 async fn a_connection_that_lost_its_session_while_idle_is_replaced() {
     use sqlx::ConnectOptions;
 
-    let mut settings = Settings::load().expect("settings");
-    settings.postgres.min_connections = 1;
-    settings.postgres.max_connections = 1;
-    let database = format!("test_pool_dead_{}", std::process::id());
-    let pool = platform::postgres::connect(&settings.postgres, &database)
-        .await
-        .expect("connect");
+    let test = TestPool::connect("pool_dead", 1, 1).await;
     let backend = || async {
         sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-            .fetch_one(&pool)
+            .fetch_one(&test.pool)
             .await
     };
     let first = backend().await.expect("the first backend");
 
-    let server: sqlx::postgres::PgConnectOptions = settings.postgres.url.parse().expect("url");
+    let server: sqlx::postgres::PgConnectOptions = test.settings.postgres.url.parse().expect("url");
     let mut admin = server.database("postgres").connect().await.expect("admin");
     let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
         .bind(first)
@@ -72,10 +90,7 @@ async fn a_connection_that_lost_its_session_while_idle_is_replaced() {
     .await;
 
     let second = backend().await;
-    pool.close().await;
-    platform::postgres::drop_database(&settings.postgres, &database)
-        .await
-        .expect("drop");
+    test.remove().await;
     let second = second.expect("a query after the session ended");
     assert_ne!(first, second);
 }

@@ -26,9 +26,9 @@
 //! transaction fails because a handler failed, the batch is rolled back and replayed one message
 //! per transaction, so a poison message is isolated and the rest commit.
 //!
-//! Partitions are the unit of scale-out, so topics have more of them than one process has
-//! cores. Within a process, at most [`ConsumerConfig::max_concurrency`] transactions run at
-//! once (by default, one per core). More concurrent transactions than cores only add context
+//! Partitions are the unit of scale-out, and a topic may have more of them than one process
+//! has cores. Within a process, at most [`ConsumerConfig::max_concurrency`] transactions run
+//! at once (by default, one per core). More concurrent transactions than cores only add context
 //! switches and lock queues: on this project's two-core machine, going from six at once to two
 //! halved the saga's p99 latency at 272 orders/s. Batches of partitions waiting for their turn
 //! are **committed together**: the task that gets a permit applies every batch queued at that

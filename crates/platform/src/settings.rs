@@ -50,7 +50,11 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Prepended to every topic name, so several systems (or tests) can share one cluster.
     pub topic_prefix: String,
-    /// Partitions of the topics the services create. Orders spread over them by key.
+    /// Partitions of the topics the services create. Orders spread over them by key, and a
+    /// consumer group can keep at most this many instances busy. Each one costs latency on a
+    /// small machine: librdkafka puts one partition in a produce request, so a relay batch over
+    /// more partitions is more requests for the broker. The default, 2, lets two instances of
+    /// each consumer share the work (BENCHMARKS.md, sixth session).
     pub partitions: i32,
     /// Replication factor of created topics (1 on a single local broker).
     pub replication: i32,
@@ -119,7 +123,7 @@ payment = "shop_payment"
 [kafka]
 brokers = "127.0.0.1:9092"
 topic_prefix = ""
-partitions = 6
+partitions = 2
 replication = 1
 
 [redis]
@@ -180,5 +184,8 @@ mod tests {
         assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(settings.postgres.url, "postgres://postgres@%2Ftmp:5432");
         assert_eq!(settings.http.gateway_port, 8080);
+        // Two instances per consumer group, and no more produce requests per relay batch than
+        // that (see `KafkaSettings::partitions`).
+        assert_eq!(settings.kafka.partitions, 2);
     }
 }

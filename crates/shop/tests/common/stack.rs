@@ -1,6 +1,7 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -21,12 +22,23 @@ pub struct Stack {
     settings: platform::Settings,
 }
 
+/// A port nothing listens on and no other stack of this test process was given. Stacks start
+/// in parallel and bind their ports later, one component at a time, so the kernel can offer one
+/// stack a port another stack was given but has not bound yet. Then one stack's health check is
+/// answered by the other stack's component and its requests go to the wrong system (the likely
+/// cause of a CI failure in which a gateway that never logged "listening" was found healthy).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 impl Stack {
@@ -217,18 +229,8 @@ impl Stack {
     }
 
     pub async fn events(&self, id: &str) -> Vec<String> {
-        let events: Value = self
-            .client
-            .get(self.api(&format!("/api/orders/{id}/events")))
-            .send()
+        self.list(&format!("/api/orders/{id}/events"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        events
-            .as_array()
-            .unwrap()
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_owned())
             .collect()
@@ -246,18 +248,8 @@ impl Stack {
 
     /// `productId → (available, reserved)`.
     pub async fn stock(&self) -> HashMap<i64, (i64, i64)> {
-        let stock: Value = self
-            .client
-            .get(self.api("/api/stock"))
-            .send()
+        self.list("/api/stock")
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        stock
-            .as_array()
-            .unwrap()
             .iter()
             .map(|p| {
                 (
@@ -272,16 +264,17 @@ impl Stack {
     }
 
     pub async fn payments(&self) -> Vec<Value> {
-        let payments: Value = self
-            .client
-            .get(self.api("/api/payments"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        payments.as_array().unwrap().clone()
+        self.list("/api/payments").await
+    }
+
+    /// `GET path` through the gateway, which must answer with a JSON list.
+    async fn list(&self, path: &str) -> Vec<Value> {
+        let response = self.client.get(self.api(path)).send().await.unwrap();
+        let status = response.status();
+        match response.json().await.unwrap() {
+            Value::Array(items) if status.is_success() => items,
+            other => panic!("GET {path}: {status} {other}"),
+        }
     }
 }
 

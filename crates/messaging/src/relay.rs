@@ -77,6 +77,9 @@ pub struct RelayConfig {
     pub retention: Duration,
     /// How often the lease holder deletes expired rows and samples `outbox_pending`.
     pub cleanup_interval: Duration,
+    /// Most rows one clean-up deletes. It runs between two batches, so a bound on it is a
+    /// bound on how long publishing waits; a full clean-up is followed by another soon after.
+    pub cleanup_batch: u32,
     /// How long librdkafka keeps trying to deliver a message before the batch fails and is
     /// retried from the outbox. Long enough to ride out a broker restart without churn.
     pub delivery_timeout: Duration,
@@ -92,7 +95,8 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             lease_retry: Duration::from_millis(500),
             retention: Duration::from_secs(10 * 60),
-            cleanup_interval: Duration::from_secs(60),
+            cleanup_interval: Duration::from_secs(5),
+            cleanup_batch: 5000,
             delivery_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -339,18 +343,24 @@ impl Relay {
         })
     }
 
-    /// Deletes published rows older than the retention and samples the `outbox_pending` gauge.
-    /// Only the lease holder does it, so stand-bys add no load. Returns the rows deleted.
+    /// Deletes published rows older than the retention, the oldest first and at most
+    /// [`RelayConfig::cleanup_batch`] of them, and samples the `outbox_pending` gauge. Only the
+    /// lease holder does it, so stand-bys add no load. Returns the rows deleted.
     pub async fn clean_up(&mut self) -> Result<u64, RelayError> {
         let Some(conn) = self.lease.as_mut() else {
             return Ok(0);
         };
         let retention = self.config.retention.as_secs_f64();
+        // Reads only the expired rows, through `outbox_published` (`5_outbox_published_index.sql`).
         let deleted = sqlx::query(
-            "DELETE FROM outbox
-             WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1)",
+            "DELETE FROM outbox WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE published_at IS NOT NULL
+                   AND published_at < now() - make_interval(secs => $1)
+                 ORDER BY published_at LIMIT $2)",
         )
         .bind(retention)
+        .bind(i64::from(self.config.cleanup_batch))
         .execute(&mut *conn)
         .await?
         .rows_affected();
@@ -423,10 +433,17 @@ impl Relay {
             };
 
             if self.holds_lease() && Instant::now() >= next_cleanup {
-                next_cleanup = Instant::now() + self.config.cleanup_interval;
-                if let Err(e) = self.clean_up().await {
-                    tracing::warn!(error = %e, "outbox clean-up failed");
-                }
+                next_cleanup = match self.clean_up().await {
+                    // More may be expired: go on after the next batch.
+                    Ok(deleted) if deleted >= u64::from(self.config.cleanup_batch) => {
+                        Instant::now()
+                    }
+                    Ok(_) => Instant::now() + self.config.cleanup_interval,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox clean-up failed");
+                        Instant::now() + self.config.cleanup_interval
+                    }
+                };
             }
 
             if wait.is_zero() {

@@ -96,7 +96,7 @@ impl Default for RelayConfig {
             lease_retry: Duration::from_millis(500),
             retention: Duration::from_secs(10 * 60),
             cleanup_interval: Duration::from_secs(5),
-            cleanup_batch: 5000,
+            cleanup_batch: 1000,
             delivery_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -351,13 +351,15 @@ impl Relay {
             return Ok(0);
         };
         let retention = self.config.retention.as_secs_f64();
-        // Reads only the expired rows, through `outbox_published` (`5_outbox_published_index.sql`).
+        // Reads only the expired rows, through `outbox_published` (`5_outbox_published_index.sql`),
+        // then deletes them by key. (`IN (SELECT …)` let the planner join against the whole
+        // primary key index instead: 42 ms of 60 for 5,000 rows of 88,000, against 9 ms.)
         let deleted = sqlx::query(
-            "DELETE FROM outbox WHERE id IN (
+            "DELETE FROM outbox WHERE id = ANY(ARRAY(
                  SELECT id FROM outbox
                  WHERE published_at IS NOT NULL
                    AND published_at < now() - make_interval(secs => $1)
-                 ORDER BY published_at LIMIT $2)",
+                 ORDER BY published_at LIMIT $2))",
         )
         .bind(retention)
         .bind(i64::from(self.config.cleanup_batch))

@@ -75,7 +75,7 @@ pub struct RelayConfig {
     pub lease_retry: Duration,
     /// How long published rows are kept before deletion.
     pub retention: Duration,
-    /// How often the lease holder deletes expired rows and samples `outbox_pending`.
+    /// How often the lease holder deletes expired rows.
     pub cleanup_interval: Duration,
     /// Most rows one clean-up deletes. It runs between two batches, so a bound on it is a
     /// bound on how long publishing waits; a full clean-up is followed by another soon after.
@@ -344,8 +344,8 @@ impl Relay {
     }
 
     /// Deletes published rows older than the retention, the oldest first and at most
-    /// [`RelayConfig::cleanup_batch`] of them, and samples the `outbox_pending` gauge. Only the
-    /// lease holder does it, so stand-bys add no load. Returns the rows deleted.
+    /// [`RelayConfig::cleanup_batch`] of them. Only the lease holder does it, so stand-bys add no
+    /// load. Returns the rows deleted.
     pub async fn clean_up(&mut self) -> Result<u64, RelayError> {
         let Some(conn) = self.lease.as_mut() else {
             return Ok(0);
@@ -366,11 +366,6 @@ impl Relay {
         .execute(&mut *conn)
         .await?
         .rows_affected();
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                .fetch_one(&mut *conn)
-                .await?;
-        metrics::gauge!("outbox_pending").set(pending as f64);
         Ok(deleted)
     }
 

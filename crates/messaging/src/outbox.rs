@@ -96,6 +96,21 @@ pub fn insert_rows_sql(first: usize) -> String {
     )
 }
 
+/// For a statement that queues `messages` from a data-modifying `WITH` of its own: binds them
+/// after the parameters already in `args` and returns the `WITH` item to append to the
+/// statement's own, `, queued AS (INSERT INTO outbox …)`; empty when there are no messages.
+pub fn queue_in_with(
+    args: &mut PgArguments,
+    messages: &[OutgoingMessage],
+) -> Result<String, BoxDynError> {
+    if messages.is_empty() {
+        return Ok(String::new());
+    }
+    let first = args.len() + 1;
+    add_rows(args, messages)?;
+    Ok(format!(", queued AS ({})", insert_rows_sql(first)))
+}
+
 /// Binds `messages` as the ten arrays [`insert_rows_sql`] reads, one per column.
 pub fn add_rows(args: &mut PgArguments, messages: &[OutgoingMessage]) -> Result<(), BoxDynError> {
     let ids: Vec<Uuid> = messages.iter().map(|m| m.metadata.message_id).collect();

@@ -397,17 +397,9 @@ impl Ledger {
             args.add(&products)?;
             args.add(&taken)?;
             args.add(&reserved)?;
-            if replies.is_empty() {
-                return Ok(());
-            }
-            outbox::add_rows(&mut args, replies)
+            outbox::queue_in_with(&mut args, replies)
         })();
-        bound.map_err(sqlx::Error::Encode)?;
-        let queue = if replies.is_empty() {
-            String::new()
-        } else {
-            format!(", queued AS ({})", outbox::insert_rows_sql(11))
-        };
+        let queue = bound.map_err(sqlx::Error::Encode)?;
         // Every data-modifying CTE runs, whatever the final SELECT reads. Each changed order is
         // one row by key.
         let sql = format!(

@@ -1,18 +1,100 @@
 //! What the payment service does with each message, inside the idempotent consumer's
 //! transaction. Payment follows stock: it pays for what stock holds.
+//!
+//! Every message of a micro-batch is decided against one [`Accounts`]: the batch reads its
+//! orders' payments and locks its customers once, and writes once, however many messages it
+//! carries.
 
 use contracts::payments::{PaymentCaptured, PaymentDeclined};
 use contracts::stock::StockMessage;
-use messaging::consumer::{Handler, HandlerError, IncomingMessage};
+use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
 use messaging::outbox::{Metadata, OutgoingMessage};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
-use crate::payments::{self, Payment};
+use crate::payments::{Accounts, Payment, Request};
 
 pub struct PaymentHandler {
     /// Credit of a customer seen for the first time.
     pub starting_credit: Decimal,
+}
+
+/// What a message asks of payment.
+enum Action {
+    /// Stock holds the order's lines: capture their total.
+    Pay(Request),
+    /// Stock holds nothing for the order's `revision`: neither is its money held.
+    Refund { order_id: Uuid, revision: u32 },
+}
+
+impl Action {
+    fn of(message: &IncomingMessage) -> Result<Option<Self>, HandlerError> {
+        Ok(match message.decode(StockMessage::decode)? {
+            StockMessage::StockReserved(reserved) => Some(Self::Pay(Request {
+                order_id: reserved.order_id,
+                customer_id: reserved.customer_id,
+                revision: reserved.revision,
+                amount: reserved.amount,
+            })),
+            StockMessage::StockReservationFailed(failed) => Some(Self::Refund {
+                order_id: failed.order_id,
+                revision: failed.revision,
+            }),
+            StockMessage::StockReleased(_) => None,
+        })
+    }
+
+    fn order_id(&self) -> Uuid {
+        match self {
+            Self::Pay(request) => request.order_id,
+            Self::Refund { order_id, .. } => *order_id,
+        }
+    }
+
+    /// Decides the action in `accounts`; returns the reply to publish, if any.
+    fn apply(
+        &self,
+        accounts: &mut Accounts,
+        cause: &Metadata,
+    ) -> Result<Option<OutgoingMessage>, HandlerError> {
+        let request = match *self {
+            Self::Pay(request) => request,
+            Self::Refund { order_id, revision } => {
+                accounts.refund_earlier(order_id, revision)?;
+                return Ok(None);
+            }
+        };
+        let meta = Metadata::caused_by(cause, chrono::Utc::now());
+        let reply = match accounts.capture(request)? {
+            None => return Ok(None),
+            Some(Payment::Captured { payment_id }) => OutgoingMessage::new(
+                request.order_id,
+                &PaymentCaptured {
+                    order_id: request.order_id,
+                    payment_id,
+                    customer_id: request.customer_id,
+                    revision: request.revision,
+                    amount: request.amount,
+                },
+                meta,
+            ),
+            Some(Payment::Declined {
+                available_credit, ..
+            }) => OutgoingMessage::new(
+                request.order_id,
+                &PaymentDeclined {
+                    order_id: request.order_id,
+                    customer_id: request.customer_id,
+                    revision: request.revision,
+                    amount: request.amount,
+                    available_credit,
+                },
+                meta,
+            ),
+        };
+        Ok(Some(reply))
+    }
 }
 
 impl Handler for PaymentHandler {
@@ -27,49 +109,38 @@ impl Handler for PaymentHandler {
         conn: &mut PgConnection,
         message: &IncomingMessage,
     ) -> Result<(), HandlerError> {
-        let reserved = match message.decode(StockMessage::decode)? {
-            StockMessage::StockReserved(reserved) => reserved,
-            // Stock holds nothing for the order any more: neither is its money held.
-            StockMessage::StockReservationFailed(failed) => {
-                payments::refund_earlier(conn, failed.order_id, failed.revision).await?;
-                return Ok(());
+        self.handle_batch(conn, &Traced::alone(message)).await
+    }
+
+    async fn handle_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Traced<'_>],
+    ) -> Result<(), HandlerError> {
+        let mut actions = Vec::with_capacity(messages.len());
+        for traced in messages {
+            if let Some(action) = Action::of(traced.message)? {
+                actions.push((action, traced));
             }
-            StockMessage::StockReleased(_) => return Ok(()),
-        };
-        let request = payments::Request {
-            order_id: reserved.order_id,
-            customer_id: reserved.customer_id,
-            revision: reserved.revision,
-            amount: reserved.amount,
-        };
-        let meta = Metadata::caused_by(&message.metadata, chrono::Utc::now());
-        let reply = |payment: &Payment| match *payment {
-            Payment::Captured { payment_id } => OutgoingMessage::new(
-                request.order_id,
-                &PaymentCaptured {
-                    order_id: request.order_id,
-                    payment_id,
-                    customer_id: request.customer_id,
-                    revision: request.revision,
-                    amount: request.amount,
-                },
-                meta,
-            ),
-            Payment::Declined {
-                available_credit, ..
-            } => OutgoingMessage::new(
-                request.order_id,
-                &PaymentDeclined {
-                    order_id: request.order_id,
-                    customer_id: request.customer_id,
-                    revision: request.revision,
-                    amount: request.amount,
-                    available_credit,
-                },
-                meta,
-            ),
-        };
-        payments::capture(conn, request, self.starting_credit, reply).await?;
+        }
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let orders: Vec<Uuid> = actions.iter().map(|(a, _)| a.order_id()).collect();
+        let customers: Vec<Uuid> = (actions.iter())
+            .filter_map(|(a, _)| match a {
+                Action::Pay(request) => Some(request.customer_id),
+                Action::Refund { .. } => None,
+            })
+            .collect();
+        let mut accounts = Accounts::load(conn, &orders, &customers, self.starting_credit).await?;
+        let mut replies = Vec::new();
+        for (action, traced) in &actions {
+            // Decided in the message's span, so that its reply continues the message's trace.
+            let _entered = traced.span.enter();
+            replies.extend(action.apply(&mut accounts, &traced.message.metadata)?);
+        }
+        accounts.save(conn, &replies).await?;
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! Capturing payments against a real PostgreSQL database: new and known customers, short
-//! credit, repeats, new revisions of an order, refunds, and racing payments of one customer.
+//! credit, repeats, new revisions of an order, refunds, whole batches decided in one
+//! transaction, and racing payments of shared customers.
 
 #![allow(clippy::unwrap_used)]
 
 use contracts::payments::PaymentCaptured;
 use messaging::outbox::{Metadata, OutgoingMessage};
-use payment::payments::{self, Payment, Request};
+use payment::payments::{Accounts, Payment, Request};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use test_support::TestDatabase;
@@ -70,10 +71,21 @@ async fn capture_revision(
         revision,
         amount: money(amount),
     };
-    let payment = payments::capture(&mut tx, request, money(STARTING), reply(order_id))
+    let payment = pay_in(&mut tx, request).await;
+    tx.commit().await.unwrap();
+    payment
+}
+
+/// One request in the caller's transaction, as the handler decides a batch of one.
+async fn pay_in(conn: &mut sqlx::PgConnection, request: Request) -> Option<Payment> {
+    let (order, customer) = ([request.order_id], [request.customer_id]);
+    let mut accounts = Accounts::load(conn, &order, &customer, money(STARTING))
         .await
         .unwrap();
-    tx.commit().await.unwrap();
+    let payment = accounts.capture(request).unwrap();
+    let replies: Vec<OutgoingMessage> =
+        payment.iter().map(|p| reply(request.order_id)(p)).collect();
+    accounts.save(conn, &replies).await.unwrap();
     payment
 }
 
@@ -193,9 +205,11 @@ async fn payments_of(pool: &PgPool, order_id: Uuid) -> Vec<(i32, String, Decimal
 
 async fn refund_earlier(pool: &PgPool, order_id: Uuid, revision: u32) -> Option<Decimal> {
     let mut tx = pool.begin().await.unwrap();
-    let refunded = payments::refund_earlier(&mut tx, order_id, revision)
+    let mut accounts = Accounts::load(&mut tx, &[order_id], &[], money(STARTING))
         .await
         .unwrap();
+    let refunded = accounts.refund_earlier(order_id, revision).unwrap();
+    accounts.save(&mut tx, &[]).await.unwrap();
     tx.commit().await.unwrap();
     refunded
 }
@@ -323,6 +337,136 @@ async fn racing_payments_of_one_new_customer_never_spend_more_than_the_credit() 
     assert_eq!((rows, spent), (16, money("98.00")));
 }
 
+/// A batch of requests in one transaction, as the handler decides a micro-batch: one load, the
+/// requests in order, one save. Returns each request's payment.
+async fn pay_batch(pool: &PgPool, requests: &[Request]) -> Vec<Option<Payment>> {
+    let mut tx = pool.begin().await.unwrap();
+    let orders: Vec<Uuid> = requests.iter().map(|r| r.order_id).collect();
+    let customers: Vec<Uuid> = requests.iter().map(|r| r.customer_id).collect();
+    let mut accounts = Accounts::load(&mut tx, &orders, &customers, money(STARTING))
+        .await
+        .unwrap();
+    let mut payments = Vec::new();
+    let mut replies = Vec::new();
+    for request in requests {
+        let payment = accounts.capture(*request).unwrap();
+        replies.extend(payment.iter().map(|p| reply(request.order_id)(p)));
+        payments.push(payment);
+    }
+    accounts.save(&mut tx, &replies).await.unwrap();
+    tx.commit().await.unwrap();
+    payments
+}
+
+fn request(customer_id: Uuid, order_id: Uuid, revision: u32, amount: &str) -> Request {
+    Request {
+        order_id,
+        customer_id,
+        revision,
+        amount: money(amount),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_decides_each_request_on_what_the_ones_before_it_left() {
+    let db = database().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let known = Uuid::new_v4();
+    capture(&db.pool, bob, known, "40.00").await.unwrap();
+    let (a1, a2, a3, changed, b1) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let decided = pay_batch(
+        &db.pool,
+        &[
+            request(alice, a1, 1, "60.00"),
+            // The first capture left 40.00: short.
+            request(alice, a2, 1, "40.01"),
+            request(alice, a3, 1, "40.00"),
+            // Bob's order paid before the batch, then changed twice within it.
+            request(bob, known, 2, "50.00"),
+            request(bob, known, 3, "70.00"),
+            request(bob, known, 2, "50.00"),
+            request(bob, changed, 1, "30.00"),
+            // A repeat within the batch.
+            request(alice, a1, 1, "60.00"),
+            request(bob, b1, 1, "0.01"),
+        ],
+    )
+    .await;
+    let kinds: Vec<&str> = (decided.iter())
+        .map(|p| match p {
+            Some(Payment::Captured { .. }) => "captured",
+            Some(Payment::Declined { .. }) => "declined",
+            None => "-",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "captured", "declined", "captured", "captured", "captured", "-", "captured", "-",
+            "declined"
+        ]
+    );
+    assert!(
+        matches!(decided[1], Some(Payment::Declined { available_credit, .. }) if available_credit == money("40.00"))
+    );
+    assert_eq!(credit(&db.pool, alice).await, Some(money("0.00")));
+    assert_eq!(credit(&db.pool, bob).await, Some(money("0.00")));
+    assert_eq!(
+        payments_of(&db.pool, known).await,
+        [
+            (1, "refunded".to_owned(), money("40.00")),
+            (2, "refunded".to_owned(), money("50.00")),
+            (3, "captured".to_owned(), money("70.00"))
+        ]
+    );
+    assert_eq!(
+        recorded(&db.pool, known).await,
+        (Some("captured".into()), 3)
+    );
+    assert_eq!(recorded(&db.pool, a2).await, (Some("declined".into()), 1));
+    assert_eq!(recorded(&db.pool, a1).await, (Some("captured".into()), 1));
+}
+
+#[tokio::test]
+async fn racing_batches_that_share_customers_in_any_order_neither_deadlock_nor_overspend() {
+    let db = database().await;
+    let customers: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    // Each batch pays 5.00 from every customer, in its own order of customers.
+    let batches = (0..24).map(|i| {
+        let pool = db.pool.clone();
+        let mut order = customers.clone();
+        order.rotate_left(i % customers.len());
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        tokio::spawn(async move {
+            let requests: Vec<Request> = (order.iter())
+                .map(|c| request(*c, Uuid::new_v4(), 1, "5.00"))
+                .collect();
+            pay_batch(&pool, &requests).await
+        })
+    });
+    let mut captured = 0;
+    for batch in futures::future::join_all(batches).await {
+        for payment in batch.unwrap() {
+            if let Some(Payment::Captured { .. }) = payment {
+                captured += 1;
+            }
+        }
+    }
+    // 100.00 covers 20 payments of 5.00 per customer.
+    assert_eq!(captured, 20 * customers.len());
+    for customer in &customers {
+        assert_eq!(credit(&db.pool, *customer).await, Some(money("0.00")));
+    }
+}
+
 /// Inserts `rows` payments of new orders by new customers, and the customers.
 async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
     sqlx::query(
@@ -351,16 +495,13 @@ async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
     let customer = Uuid::new_v4();
     // Captured while the credit lasts, declined above it.
     let pay = async |conn: &mut sqlx::PgConnection, amount: &str| {
-        let order_id = Uuid::new_v4();
         let request = Request {
-            order_id,
+            order_id: Uuid::new_v4(),
             customer_id: customer,
             revision: 1,
             amount: money(amount),
         };
-        payments::capture(conn, request, money(STARTING), reply(order_id))
-            .await
-            .unwrap()
+        pay_in(conn, request).await
     };
     grow(&mut conn, 100).await;
     sqlx::query("ANALYZE payments, customers")

@@ -210,7 +210,8 @@ impl Accounts {
     /// credit is short. A capture of an earlier revision of the order is refunded first.
     ///
     /// `None` when the request is a repeat (the order has a payment for this revision or a
-    /// later one) or the order's payment was declined: nothing changes, nothing is sent.
+    /// later one) or the order's payment was declined: nothing changes, nothing is sent. After
+    /// an error the accounts must not be saved: the transaction is rolled back.
     pub fn capture(&mut self, request: Request) -> Result<Option<Payment>, Error> {
         let revision = revision(request.revision);
         let settled = self
@@ -221,9 +222,6 @@ impl Accounts {
             });
         if settled {
             return Ok(None);
-        }
-        if !self.credit.contains_key(&request.customer_id) {
-            return Err(Error::NotLoaded(request.customer_id));
         }
         self.refund_earlier(request.order_id, request.revision)?;
         let credit = self

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use messaging::outbox::{self, Metadata, OutgoingMessage};
-use messaging::{
-    Consumer, ConsumerConfig, Handler, HandlerError, IncomingMessage, Relay, RelayConfig,
-};
+use messaging::{Consumer, ConsumerConfig, Handler, HandlerError, Relay, RelayConfig, Traced};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -136,15 +134,16 @@ struct Probe {
 }
 
 impl Handler for Probe {
-    async fn handle(&self, _: &mut PgConnection, m: &IncomingMessage) -> Result<(), HandlerError> {
+    async fn handle(&self, _: &mut PgConnection, batch: &[Traced<'_>]) -> Result<(), HandlerError> {
         let now = Instant::now();
-        let committed = self
-            .committed
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&m.metadata.message_id).copied());
-        if let (Some(at), Ok(mut l)) = (committed, self.latencies.lock()) {
-            l.push(now - at);
+        let (Ok(committed), Ok(mut latencies)) = (self.committed.lock(), self.latencies.lock())
+        else {
+            return Ok(());
+        };
+        for traced in batch {
+            if let Some(at) = committed.get(&traced.message.metadata.message_id) {
+                latencies.push(now - *at);
+            }
         }
         Ok(())
     }

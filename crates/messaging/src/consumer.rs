@@ -140,36 +140,22 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// Applies one message inside the consumer's transaction.
+/// Applies messages inside the consumer's transaction.
 ///
 /// `conn` is that transaction: everything the handler writes through it (state, outbox rows)
-/// commits together with the inbox row, or not at all. A handler must not commit, and must not
-/// assume it runs once per message: a rolled-back batch replays its messages one by one.
+/// commits together with the messages' inbox rows, or not at all. A handler must not commit.
 pub trait Handler: Send + Sync + 'static {
+    /// Applies a micro-batch: `messages`, in their partitions' order, inside one transaction.
+    /// Under load a batch carries many messages, which usually contend for the same rows: read
+    /// them once, decide each message in memory, write once (stock, payment and the order saga
+    /// do). When a batch fails it is rolled back and each of its messages replayed alone, as a
+    /// batch of one, so a handler must not assume it sees a message once. Entering a message's
+    /// `span` while deciding it keeps its trace.
     fn handle<'a>(
         &'a self,
         conn: &'a mut PgConnection,
-        message: &'a IncomingMessage,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
-
-    /// Applies several messages, in order, inside one transaction (a micro-batch). The default
-    /// hands each to [`Handler::handle`] within its span. A handler whose messages all contend
-    /// for the same rows can do better: read once, decide each message in memory, write once
-    /// (the stock service does). Entering `span` while deciding a message keeps its trace.
-    fn handle_batch<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
         messages: &'a [Traced<'a>],
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
-        async move {
-            for traced in messages {
-                self.handle(conn, traced.message)
-                    .instrument(traced.span.clone())
-                    .await?;
-            }
-            Ok(())
-        }
-    }
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
 
     /// Whether the message is of a *known* type this handler has nothing to do with (a topic
     /// carries more facts than each reader needs). Such messages are passed over without a
@@ -189,13 +175,20 @@ pub struct Traced<'a> {
 }
 
 impl<'a> Traced<'a> {
-    /// One message in the current span: what a batch handler's `handle` passes on to its
-    /// `handle_batch`, so that a single message and a batch take the same path.
-    pub fn alone(message: &'a IncomingMessage) -> [Self; 1] {
-        [Self {
-            message,
-            span: tracing::Span::current(),
-        }]
+    /// What `parse` makes of each message of `batch`, paired with the message; messages it has
+    /// nothing for (`Ok(None)`) are left out. The first error fails the whole batch, whose
+    /// messages are then replayed one by one, so that only the bad one is parked.
+    pub fn parse_each<T>(
+        batch: &[Self],
+        mut parse: impl FnMut(&IncomingMessage) -> Result<Option<T>, HandlerError>,
+    ) -> Result<Vec<(T, &Self)>, HandlerError> {
+        let mut parsed = Vec::with_capacity(batch.len());
+        for traced in batch {
+            if let Some(item) = parse(traced.message)? {
+                parsed.push((item, traced));
+            }
+        }
+        Ok(parsed)
     }
 }
 
@@ -636,7 +629,7 @@ impl<H: Handler> Shared<H> {
             }
         }
         let processed = apply.len() as u64;
-        self.handler.handle_batch(&mut tx, &apply).await?;
+        self.handler.handle(&mut tx, &apply).await?;
         tx.commit().await?;
         self.doorbell.ring();
         self.count_processed(processed);
@@ -705,9 +698,13 @@ impl<H: Handler> Shared<H> {
         if !fresh {
             return Ok(false);
         }
+        let alone = [Traced {
+            message,
+            span: self.span(message),
+        }];
         self.handler
-            .handle(&mut tx, message)
-            .instrument(self.span(message))
+            .handle(&mut tx, &alone)
+            .instrument(alone[0].span.clone())
             .await?;
         // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
         tx.commit().await?;

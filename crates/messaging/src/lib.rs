@@ -20,6 +20,7 @@ pub mod topics;
 
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerError, ConsumerStats, Handler, HandlerError, IncomingMessage,
+    Traced,
 };
 pub use doorbell::Doorbell;
 pub use relay::{BatchReport, Relay, RelayConfig, RelayError};

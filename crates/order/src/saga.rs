@@ -99,29 +99,13 @@ impl Handler for SagaHandler {
     async fn handle(
         &self,
         conn: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(conn, &Traced::alone(message)).await
-    }
-
-    async fn handle_batch(
-        &self,
-        conn: &mut PgConnection,
         messages: &[Traced<'_>],
     ) -> Result<(), HandlerError> {
-        let mut commands = Vec::with_capacity(messages.len());
-        for traced in messages {
-            if let Some((order_id, command)) = command_of(traced.message)? {
-                traced
-                    .span
-                    .record("order_id", tracing::field::display(order_id));
-                commands.push((order_id, command, traced));
-            }
-        }
+        let commands = Traced::parse_each(messages, command_of)?;
         if commands.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<Uuid> = commands.iter().map(|(id, ..)| *id).collect();
+        let mut ids: Vec<Uuid> = commands.iter().map(|((id, _), _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut streams: HashMap<Uuid, Vec<RecordedEvent>> = HashMap::new();
@@ -132,8 +116,11 @@ impl Handler for SagaHandler {
         let mut pending: HashMap<Uuid, Pending> = HashMap::new();
         let mut decided = Vec::new();
         let mut outgoing: Vec<OutgoingMessage> = Vec::new();
-        for (order_id, command, traced) in commands {
+        for ((order_id, command), traced) in commands {
             // Decided in the message's span, so that its events and messages continue its trace.
+            traced
+                .span
+                .record("order_id", tracing::field::display(order_id));
             let _entered = traced.span.enter();
             let state = match pending.entry(order_id) {
                 std::collections::hash_map::Entry::Occupied(state) => state.into_mut(),

@@ -107,22 +107,9 @@ impl Handler for PaymentHandler {
     async fn handle(
         &self,
         conn: &mut PgConnection,
-        message: &IncomingMessage,
-    ) -> Result<(), HandlerError> {
-        self.handle_batch(conn, &Traced::alone(message)).await
-    }
-
-    async fn handle_batch(
-        &self,
-        conn: &mut PgConnection,
         messages: &[Traced<'_>],
     ) -> Result<(), HandlerError> {
-        let mut actions = Vec::with_capacity(messages.len());
-        for traced in messages {
-            if let Some(action) = Action::of(traced.message)? {
-                actions.push((action, traced));
-            }
-        }
+        let actions = Traced::parse_each(messages, Action::of)?;
         if actions.is_empty() {
             return Ok(());
         }

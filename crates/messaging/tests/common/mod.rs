@@ -14,7 +14,7 @@ use anyhow::Context;
 use messaging::outbox::{self, Metadata, OutgoingMessage};
 use messaging::{
     Consumer, ConsumerConfig, ConsumerStats, Doorbell, Handler, HandlerError, IncomingMessage,
-    Relay, RelayConfig,
+    Relay, RelayConfig, Traced,
 };
 use platform::Settings;
 use platform::shutdown::Trigger;
@@ -288,6 +288,20 @@ impl EffectHandler {
 
 impl Handler for EffectHandler {
     async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Traced<'_>],
+    ) -> Result<(), HandlerError> {
+        for traced in messages {
+            self.apply(conn, traced.message).await?;
+        }
+        Ok(())
+    }
+}
+
+impl EffectHandler {
+    /// One message's effect: fails as told, then records `n` (and replies, if told to).
+    async fn apply(
         &self,
         conn: &mut PgConnection,
         message: &IncomingMessage,

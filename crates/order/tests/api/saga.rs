@@ -71,7 +71,7 @@ async fn handle(
             span: tracing::Span::none(),
         })
         .collect();
-    handler.handle_batch(conn, &traced).await
+    handler.handle(conn, &traced).await
 }
 
 async fn event_types(app: &TestApp, order_id: Uuid) -> Vec<String> {

@@ -68,7 +68,7 @@
 //! like the topics, so several copies of the system (or tests) can share one cluster without
 //! sharing consumer groups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +93,7 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::doorbell::Doorbell;
+use crate::inbox;
 use crate::outbox::Metadata;
 
 /// A message as a handler sees it: routing, contract name and version, payload and metadata.
@@ -265,7 +266,8 @@ pub struct Consumer<H: Handler> {
 }
 
 struct Shared<H> {
-    pool: PgPool,
+    /// The connections its transactions run on (see [`crate::inbox`]).
+    connections: inbox::Connections,
     /// Rung after each commit: the handlers write outbox rows.
     doorbell: Doorbell,
     handler: H,
@@ -353,7 +355,7 @@ impl<H: Handler> Consumer<H> {
         Ok(Self {
             kafka: Arc::new(consumer),
             shared: Arc::new(Shared {
-                pool,
+                connections: inbox::Connections::new(pool),
                 doorbell,
                 handler,
                 config,
@@ -604,17 +606,8 @@ impl<H: Handler> Shared<H> {
             return Ok(());
         }
         let ids: Vec<Uuid> = batch.iter().map(|m| m.metadata.message_id).collect();
-        let mut tx = self.pool.begin().await?;
-        let mut fresh: HashSet<Uuid> = sqlx::query_scalar(
-            "INSERT INTO inbox (consumer, message_id) SELECT $1, unnest($2::uuid[])
-             ON CONFLICT DO NOTHING RETURNING message_id",
-        )
-        .bind(&self.config.name)
-        .bind(&ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let mut tx = inbox::Transaction::begin(&self.connections, &self.config.name, &ids).await?;
+        let mut fresh = std::mem::take(&mut tx.fresh);
         let mut apply = Vec::with_capacity(fresh.len());
         let mut duplicates = 0;
         for &message in batch {
@@ -629,7 +622,10 @@ impl<H: Handler> Shared<H> {
             }
         }
         let processed = apply.len() as u64;
-        self.handler.handle(&mut tx, &apply).await?;
+        if let Err(e) = self.handler.handle(tx.conn(), &apply).await {
+            tx.rollback().await;
+            return Err(e);
+        }
         tx.commit().await?;
         self.doorbell.ring();
         self.count_processed(processed);
@@ -685,27 +681,25 @@ impl<H: Handler> Shared<H> {
             .acquire()
             .await
             .map_err(|e| HandlerError::Transient(e.into()))?;
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.config.name)
-        .bind(message.metadata.message_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
+        let id = message.metadata.message_id;
+        let mut tx = inbox::Transaction::begin(&self.connections, &self.config.name, &[id]).await?;
+        if !tx.fresh.contains(&id) {
+            tx.rollback().await;
             return Ok(false);
         }
         let alone = [Traced {
             message,
             span: self.span(message),
         }];
-        self.handler
-            .handle(&mut tx, &alone)
+        let handled = self
+            .handler
+            .handle(tx.conn(), &alone)
             .instrument(alone[0].span.clone())
-            .await?;
+            .await;
+        if let Err(e) = handled {
+            tx.rollback().await;
+            return Err(e);
+        }
         // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
         tx.commit().await?;
         self.doorbell.ring();

@@ -13,6 +13,7 @@
 mod backoff;
 pub mod consumer;
 pub mod doorbell;
+mod inbox;
 pub mod outbox;
 pub mod relay;
 pub mod service;

@@ -10,12 +10,17 @@ use crate::settings::PostgresSettings;
 
 /// Connects to `database` on the configured server, creating the database if it is missing.
 ///
-/// Every session runs with `enable_seqscan = off`. Each statement of a service reads or writes
-/// by key, so a sequential scan there is a planning accident: sqlx prepares statements, after
-/// five runs PostgreSQL may keep a generic plan, and one made while a new table was small
-/// scans it, on every call, as it grows. Off, the planner takes any index over a scan (and
-/// still scans a table that has no usable index). Unnamed statements would be planned on each
-/// call instead, but sqlx sends those in two round trips.
+/// Every session runs with `enable_seqscan = off` and `plan_cache_mode = force_generic_plan`.
+/// sqlx prepares each statement once per connection; by default PostgreSQL then plans it again
+/// on every call (a *custom* plan for the call's values) until it trusts a generic plan, and for
+/// the services' `= ANY($1)` and `UNNEST($1)` statements it never does, since it cannot know how
+/// long the arrays are. Planning was an eighth of the database's CPU time in the saga bench at
+/// 60 orders/s (`perf`, `GetCachedPlan`); forced generic plans are made once per connection.
+/// Each statement of a service reads or writes by key, so a sequential scan in a generic plan is
+/// a planning accident: one made while a new table was small would scan it, on every call, as it
+/// grows. With sequential scans off the planner takes any index over a scan (and still scans a
+/// table that has no usable index). Unnamed statements would be planned on each call instead,
+/// but sqlx sends those in two round trips.
 ///
 /// A pooled connection is pinged before it is handed out only if it sat idle for more than
 /// [`PING_IF_IDLE_FOR`]. sqlx already pings each connection as it goes back to the pool, so a
@@ -36,11 +41,10 @@ pub async fn connect(settings: &PostgresSettings, database: &str) -> Result<PgPo
                 Ok(meta.idle_for <= PING_IF_IDLE_FOR || conn.ping().await.is_ok())
             })
         })
-        .connect_with(
-            server
-                .database(database)
-                .options([("enable_seqscan", "off")]),
-        )
+        .connect_with(server.database(database).options([
+            ("enable_seqscan", "off"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ]))
         .await
 }
 

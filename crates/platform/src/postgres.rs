@@ -13,9 +13,10 @@ use crate::settings::PostgresSettings;
 /// Every session runs with `enable_seqscan = off` and `plan_cache_mode = force_generic_plan`.
 /// sqlx prepares each statement once per connection; by default PostgreSQL then plans it again
 /// on every call (a *custom* plan for the call's values) until it trusts a generic plan, and for
-/// the services' `= ANY($1)` and `UNNEST($1)` statements it never does, since it cannot know how
-/// long the arrays are. Planning was an eighth of the database's CPU time in the saga bench at
-/// 60 orders/s (`perf`, `GetCachedPlan`); forced generic plans are made once per connection.
+/// the services' `= ANY($1)` and `UNNEST($1)` statements it apparently never does (it cannot
+/// know how long the arrays are). Planning was a seventh of the database's CPU time in the saga
+/// bench at 60 orders/s (`perf`, `GetCachedPlan`); a forced generic plan is made once per
+/// connection.
 /// Each statement of a service reads or writes by key, so a sequential scan in a generic plan is
 /// a planning accident: one made while a new table was small would scan it, on every call, as it
 /// grows. With sequential scans off the planner takes any index over a scan (and still scans a

@@ -622,11 +622,8 @@ impl<H: Handler> Shared<H> {
             }
         }
         let processed = apply.len() as u64;
-        if let Err(e) = self.handler.handle(tx.conn(), &apply).await {
-            tx.rollback().await;
-            return Err(e);
-        }
-        tx.commit().await?;
+        let handled = self.handler.handle(tx.conn(), &apply).await;
+        tx.end_with(handled).await?;
         self.doorbell.ring();
         self.count_processed(processed);
         self.count_duplicates(duplicates);
@@ -696,12 +693,8 @@ impl<H: Handler> Shared<H> {
             .handle(tx.conn(), &alone)
             .instrument(alone[0].span.clone())
             .await;
-        if let Err(e) = handled {
-            tx.rollback().await;
-            return Err(e);
-        }
         // A commit error is ambiguous (it may have committed): the retry finds out via the inbox.
-        tx.commit().await?;
+        tx.end_with(handled).await?;
         self.doorbell.ring();
         Ok(true)
     }

@@ -120,6 +120,21 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// Ends the transaction as `outcome` says: commits after `Ok`, rolls back after an error,
+    /// which it returns.
+    pub(crate) async fn end_with<E: From<sqlx::Error>>(
+        self,
+        outcome: Result<(), E>,
+    ) -> Result<(), E> {
+        match outcome {
+            Ok(()) => Ok(self.commit().await?),
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Rolls back; the connection is kept only if the server confirmed it.
     pub(crate) async fn rollback(mut self) {
         if self.conn().execute("ROLLBACK").await.is_ok() {
@@ -171,11 +186,16 @@ mod tests {
         db
     }
 
-    async fn backend(tx: &mut Transaction<'_>) -> i32 {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
+    /// A transaction for one new message id, with the pid of its connection's backend.
+    async fn begin_one(connections: &Connections) -> (Transaction<'_>, i32) {
+        let mut tx = Transaction::begin(connections, "c", &[Uuid::new_v4()])
+            .await
+            .unwrap();
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(tx.conn())
             .await
-            .unwrap()
+            .unwrap();
+        (tx, pid)
     }
 
     async fn inbox_rows(pool: &PgPool) -> i64 {
@@ -225,17 +245,13 @@ mod tests {
         let db = database().await;
         let connections = Connections::new(db.pool.clone());
 
-        let mut tx = Transaction::begin(&connections, "c", &[Uuid::new_v4()])
-            .await
-            .unwrap();
-        let first = backend(&mut tx).await;
+        let (mut tx, first) = begin_one(&connections).await;
         let failed = sqlx::query("SELECT 1 / 0").execute(tx.conn()).await;
         assert!(failed.is_err());
         tx.rollback().await;
 
-        let id = Uuid::new_v4();
-        let mut tx = Transaction::begin(&connections, "c", &[id]).await.unwrap();
-        assert_eq!(backend(&mut tx).await, first, "the connection was kept");
+        let (tx, next) = begin_one(&connections).await;
+        assert_eq!(next, first, "the connection was kept");
         tx.commit().await.unwrap();
         assert_eq!(inbox_rows(&db.pool).await, 1);
         db.drop_now().await.unwrap();
@@ -246,16 +262,11 @@ mod tests {
         let db = database().await;
         let connections = Connections::new(db.pool.clone());
 
-        let mut tx = Transaction::begin(&connections, "c", &[Uuid::new_v4()])
-            .await
-            .unwrap();
-        let first = backend(&mut tx).await;
+        let (tx, first) = begin_one(&connections).await;
         drop(tx);
 
-        let mut tx = Transaction::begin(&connections, "c", &[Uuid::new_v4()])
-            .await
-            .unwrap();
-        assert_ne!(backend(&mut tx).await, first);
+        let (tx, next) = begin_one(&connections).await;
+        assert_ne!(next, first);
         tx.commit().await.unwrap();
         assert_eq!(inbox_rows(&db.pool).await, 1);
         db.drop_now().await.unwrap();

@@ -7,11 +7,17 @@
 //! Every message travels as a JSON payload with the metadata in Kafka headers (see
 //! [`headers`]); the record key is always the order id, so all messages of one order stay on one
 //! partition, in order.
+//!
+//! Decoding validates: a payload that parses but carries a value out of range (see
+//! [`validate`]) is a [`DecodeError`], like one that does not parse.
 
 pub mod headers;
 pub mod orders;
 pub mod payments;
 pub mod stock;
+pub mod validate;
+
+pub use validate::{Invalid, Validate};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,8 +34,9 @@ pub mod topics {
     pub const DEAD_LETTERS: &str = "shop.dead-letters";
 }
 
-/// A message type of the wire contract: its name and schema version travel in headers.
-pub trait Contract: Serialize + DeserializeOwned {
+/// A message type of the wire contract: its name and schema version travel in headers, and it
+/// states the ranges of its values ([`Validate`]).
+pub trait Contract: Serialize + DeserializeOwned + Validate {
     /// The `message-type` header value.
     const TYPE: &'static str;
     /// The `schema-version` header value. A breaking change adds a new type or version.
@@ -52,17 +59,47 @@ pub enum DecodeError {
         message_type: &'static str,
         source: serde_json::Error,
     },
+    /// Well-formed, but a value is out of the contract's range (see [`validate`]).
+    #[error("{message_type} out of range: {field}: {reason}")]
+    OutOfRange {
+        message_type: &'static str,
+        field: String,
+        reason: String,
+    },
+    #[error("{message_type} payload of {size} bytes exceeds {limit} bytes")]
+    TooLarge {
+        message_type: &'static str,
+        size: usize,
+        limit: usize,
+    },
 }
 
+/// Parses and validates a payload as `T`. The size is checked first, so that an oversized
+/// payload costs no allocation.
 pub(crate) fn decode_as<T: Contract>(payload: &[u8]) -> Result<T, DecodeError> {
-    serde_json::from_slice(payload).map_err(|source| DecodeError::Malformed {
+    if payload.len() > validate::MAX_PAYLOAD_BYTES {
+        return Err(DecodeError::TooLarge {
+            message_type: T::TYPE,
+            size: payload.len(),
+            limit: validate::MAX_PAYLOAD_BYTES,
+        });
+    }
+    let message: T = serde_json::from_slice(payload).map_err(|source| DecodeError::Malformed {
         message_type: T::TYPE,
         source,
-    })
+    })?;
+    message
+        .validate()
+        .map_err(|Invalid { field, reason }| DecodeError::OutOfRange {
+            message_type: T::TYPE,
+            field,
+            reason,
+        })?;
+    Ok(message)
 }
 
-/// Declares a topic's message enum with `decode` (type + version + payload → variant) and
-/// `message_type`. One arm per contract keeps the topic's vocabulary in one readable list. An
+/// Declares a topic's message enum with `decode` (type + version + payload → a validated
+/// variant) and `message_type`. One arm per contract keeps the topic's vocabulary in one readable list. An
 /// arm may name its schema version (`Variant(Type) = 2`); without one it is version 1.
 macro_rules! topic_messages {
     (@version) => { 1 };

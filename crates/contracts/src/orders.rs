@@ -4,6 +4,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::validate::{self, Invalid, Validate};
 use crate::{Line, topic_messages};
 
 topic_messages!(
@@ -74,6 +75,8 @@ pub enum FailureReason {
     OutOfStock,
     UnknownProduct,
     PaymentDeclined,
+    /// The saga did not settle within the order's deadline.
+    TimedOut,
 }
 
 impl FailureReason {
@@ -82,6 +85,33 @@ impl FailureReason {
             Self::OutOfStock => "out_of_stock",
             Self::UnknownProduct => "unknown_product",
             Self::PaymentDeclined => "payment_declined",
+            Self::TimedOut => "timed_out",
         }
+    }
+}
+
+impl Validate for OrderPlaced {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::revision(self.revision)?;
+        validate::order_lines(&self.lines, self.total)
+    }
+}
+
+impl Validate for OrderLinesChanged {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::revision(self.revision)?;
+        validate::order_lines(&self.lines, self.total)
+    }
+}
+
+impl Validate for OrderCompleted {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::order_lines(&self.lines, self.total)
+    }
+}
+
+impl Validate for OrderFailed {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::order_lines(&self.lines, self.total)
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::topic_messages;
+use crate::validate::{self, Invalid, MAX_MONEY, MAX_TOTAL, Validate};
 
 topic_messages!(
     /// Every message of the payments topic.
@@ -36,4 +37,19 @@ pub struct PaymentDeclined {
     /// Credit the customer had left when the payment was declined.
     #[serde(with = "rust_decimal::serde::str")]
     pub available_credit: Decimal,
+}
+
+impl Validate for PaymentCaptured {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::revision(self.revision)?;
+        validate::money("amount", self.amount, MAX_TOTAL)
+    }
+}
+
+impl Validate for PaymentDeclined {
+    fn validate(&self) -> Result<(), Invalid> {
+        validate::revision(self.revision)?;
+        validate::money("amount", self.amount, MAX_TOTAL)?;
+        validate::money("availableCredit", self.available_credit, MAX_MONEY)
+    }
 }

@@ -102,7 +102,7 @@ async fn publish(kafka: &KafkaSettings, events: u64) -> anyhow::Result<()> {
                 line((i % 5) as i64 + 1, Decimal::new(1250, 2)),
                 line(7, Decimal::new(99, 2)),
             ],
-            total: Decimal::new(2599, 2),
+            total: Decimal::new(2698, 2),
         };
         let payload = serde_json::to_vec(&message)?;
         let (id, key) = (uuid::Uuid::now_v7().to_string(), order_id.to_string());

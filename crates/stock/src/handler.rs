@@ -6,6 +6,11 @@
 //! reservations and products once, under the stock lock, and writes once. All stock messages
 //! contend for the same few product rows, so this keeps the serialised part of each transaction
 //! to a handful of round trips however many messages it carries.
+//!
+//! An order that fails, for any reason (out of stock, declined, timed out), is released: what it
+//! holds goes back, no later revision of it is held again, and `StockReleased` tells payment to
+//! refund whatever it captured for the order and to capture nothing more for it. A message whose
+//! counts would overflow fails the batch permanently (it is dead-lettered), never with a panic.
 
 use contracts::orders::OrderMessage;
 use contracts::payments::PaymentMessage;
@@ -17,7 +22,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::reservations::{Held, Ledger};
+use crate::reservations::{Error, Held, Ledger};
 
 pub struct StockHandler;
 
@@ -55,7 +60,8 @@ impl Action {
                     total: m.total,
                 }),
                 OrderMessage::OrderCompleted(m) => Some(Self::Commit(m.order_id)),
-                // Defensive: a failed order holds nothing, whatever the reason.
+                // Whatever the reason (a timed-out order may hold stock; one that failed its
+                // reservation holds nothing): the order is over.
                 OrderMessage::OrderFailed(m) => Some(Self::Release(m.order_id)),
             },
             topics::PAYMENTS => match message.decode(PaymentMessage::decode)? {
@@ -80,9 +86,13 @@ impl Action {
     }
 
     /// Decides the action in `ledger`; returns the reply to publish, if any.
-    fn apply(&self, ledger: &mut Ledger, cause: &Metadata) -> Option<OutgoingMessage> {
+    fn apply(
+        &self,
+        ledger: &mut Ledger,
+        cause: &Metadata,
+    ) -> Result<Option<OutgoingMessage>, Error> {
         let meta = || Metadata::caused_by(cause, chrono::Utc::now());
-        match self {
+        Ok(match self {
             Self::Hold {
                 order_id,
                 customer_id,
@@ -91,7 +101,7 @@ impl Action {
                 total,
             } => {
                 let (order_id, revision) = (*order_id, *revision);
-                match ledger.hold(order_id, revision, lines) {
+                match ledger.hold(order_id, revision, lines)? {
                     Held::Ignored => None,
                     Held::Reserved => Some(OutgoingMessage::new(
                         order_id,
@@ -118,7 +128,10 @@ impl Action {
                     )),
                 }
             }
-            Self::Release(order_id) => ledger.release(*order_id).then(|| {
+            // Announced whenever this released the order, held or not: payment refunds on it
+            // and marks the order final, so that a reservation of the order redriven later is
+            // never paid for.
+            Self::Release(order_id) => ledger.release(*order_id)?.then(|| {
                 OutgoingMessage::new(
                     *order_id,
                     &StockReleased {
@@ -128,10 +141,10 @@ impl Action {
                 )
             }),
             Self::Commit(order_id) => {
-                ledger.commit(*order_id);
+                ledger.commit(*order_id)?;
                 None
             }
-        }
+        })
     }
 }
 
@@ -165,7 +178,7 @@ impl Handler for StockHandler {
         for (action, traced) in &actions {
             // Decided in the message's span, so that its reply continues the message's trace.
             let _entered = traced.span.enter();
-            replies.extend(action.apply(&mut ledger, &traced.message.metadata));
+            replies.extend(action.apply(&mut ledger, &traced.message.metadata)?);
         }
         ledger.save(conn, &replies).await?;
         Ok(())

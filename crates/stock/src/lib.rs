@@ -1,7 +1,8 @@
 //! The stock service: owns product quantities and holds them for orders while their saga runs.
 //!
 //! - [`reservations`]: the reservation rules over PostgreSQL — hold all of an order's lines or
-//!   none, follow changes to a pending order, release on a declined payment, commit on completion;
+//!   none, follow changes to a pending order, release a failed order (declined, out of stock,
+//!   timed out) for good, commit on completion;
 //! - [`handler`]: which message triggers which rule (the idempotent consumer applies it);
 //! - [`http`]: `GET /api/stock`.
 

@@ -18,6 +18,11 @@
 //! steps 2 to 4 and the commit only. Reservations are read before the lock: only one consumer
 //! handles an order's messages, and if a rebalance ever let two race, the guard in step 4 fails
 //! the later one, whose transaction is then rolled back and retried.
+//!
+//! Quantities are counted with checked arithmetic and written only if they fit the `integer`
+//! columns: a message that would overflow them is a permanent failure ([`Error::Overflow`]),
+//! never a panic or a wrapped number. Decoding bounds what a message may ask (lines, units), so
+//! only a stock that is itself near the bounds of `integer` can get there.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -32,6 +37,16 @@ const STOCK_LOCK: i64 = 0x73_746f_636b; // "stock"
 
 /// Units per product.
 pub type Quantities = BTreeMap<i64, i64>;
+
+/// What [`plan`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Every product wanted can be held: the change per product (positive: take from available;
+    /// negative: give back).
+    Move(Quantities),
+    /// Some products are unknown or short: nothing is to be held.
+    Refuse(ReservationFailure, Vec<i64>),
+}
 
 /// What `hold` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,13 +69,25 @@ pub enum Error {
     /// Another transaction changed a reservation between this one's read and write.
     #[error("a reservation changed concurrently")]
     Concurrent,
+    /// A count left the range it is kept in: the message asked the impossible.
+    #[error("{0} overflows")]
+    Overflow(&'static str),
 }
 
-/// Both kinds are worth a retry: the retry reads the reservations again.
+/// The database kinds are worth a retry (the retry reads the reservations again); an overflow
+/// would overflow again.
 impl From<Error> for messaging::consumer::HandlerError {
     fn from(e: Error) -> Self {
-        Self::Transient(Box::new(e))
+        match e {
+            Error::Overflow(_) => Self::Permanent(e.to_string()),
+            _ => Self::Transient(Box::new(e)),
+        }
     }
+}
+
+/// `a + b`, or [`Error::Overflow`] naming `what`.
+fn add(a: i64, b: i64, what: &'static str) -> Result<i64, Error> {
+    a.checked_add(b).ok_or(Error::Overflow(what))
 }
 
 /// The state of a reservation (the `status` column).
@@ -70,7 +97,8 @@ enum Status {
     Reserved,
     /// The latest revision could not be held; nothing is held.
     Failed,
-    /// Given back after the payment was declined (compensation). Final.
+    /// Given back because the order failed: declined, out of stock or timed out
+    /// (compensation). Final.
     Released,
     /// The order completed: the units left `reserved` for good (sold). Final.
     Committed,
@@ -122,35 +150,33 @@ impl Reservation {
 }
 
 /// Quantities wanted per product: lines of one product (at several prices) add up.
-pub fn wanted(lines: &[contracts::Line]) -> Quantities {
+pub fn wanted(lines: &[contracts::Line]) -> Result<Quantities, Error> {
     let mut wanted = Quantities::new();
     for line in lines {
-        *wanted.entry(line.product_id).or_insert(0) += i64::from(line.quantity);
+        let units = wanted.entry(line.product_id).or_insert(0);
+        *units = add(*units, i64::from(line.quantity), "units wanted")?;
     }
-    wanted
+    Ok(wanted)
 }
 
 /// The change per product that turns `held` into `wanted`, given what is `available` (products
-/// missing from `available` do not exist). Positive: take from available; negative: give back.
-pub fn plan(
-    wanted: &Quantities,
-    held: &Quantities,
-    available: &Quantities,
-) -> Result<Quantities, (ReservationFailure, Vec<i64>)> {
+/// missing from `available` do not exist).
+pub fn plan(wanted: &Quantities, held: &Quantities, available: &Quantities) -> Result<Plan, Error> {
     let unknown: Vec<i64> = wanted
         .keys()
         .filter(|p| !available.contains_key(p))
         .copied()
         .collect();
     if !unknown.is_empty() {
-        return Err((ReservationFailure::UnknownProduct, unknown));
+        return Ok(Plan::Refuse(ReservationFailure::UnknownProduct, unknown));
     }
     let products: BTreeSet<i64> = wanted.keys().chain(held.keys()).copied().collect();
     let mut deltas = Quantities::new();
     let mut short = Vec::new();
     for product in &products {
-        let delta =
-            wanted.get(product).copied().unwrap_or(0) - held.get(product).copied().unwrap_or(0);
+        let delta = (wanted.get(product).copied().unwrap_or(0))
+            .checked_sub(held.get(product).copied().unwrap_or(0))
+            .ok_or(Error::Overflow("units to take"))?;
         if delta > available.get(product).copied().unwrap_or(0) {
             short.push(*product);
         }
@@ -158,11 +184,11 @@ pub fn plan(
             deltas.insert(*product, delta);
         }
     }
-    if short.is_empty() {
-        Ok(deltas)
+    Ok(if short.is_empty() {
+        Plan::Move(deltas)
     } else {
-        Err((ReservationFailure::OutOfStock, short))
-    }
+        Plan::Refuse(ReservationFailure::OutOfStock, short)
+    })
 }
 
 /// The reservations and product quantities one transaction works on, and its changes so far.
@@ -247,70 +273,94 @@ impl Ledger {
     }
 
     /// Records the order's new reservation and moves units: `take` leaves available, `reserve`
-    /// enters reserved (negative amounts go the other way).
+    /// enters reserved (negative amounts go the other way). Every count is checked before any
+    /// changes, so an overflow leaves the ledger as it was.
     fn change(
         &mut self,
         order_id: Uuid,
         reservation: Reservation,
         take: &Quantities,
         reserve: &Quantities,
-    ) {
+    ) -> Result<(), Error> {
+        let mut available = Vec::with_capacity(take.len());
+        let mut taken = Vec::with_capacity(take.len());
         for (product, units) in take {
-            *self.available.entry(*product).or_insert(0) -= units;
-            *self.taken.entry(*product).or_insert(0) += units;
+            let now = self.available.get(product).copied().unwrap_or(0);
+            let left = now
+                .checked_sub(*units)
+                .ok_or(Error::Overflow("units available"))?;
+            available.push((*product, left));
+            let so_far = self.taken.get(product).copied().unwrap_or(0);
+            taken.push((*product, add(so_far, *units, "units taken")?));
         }
+        let mut reserved = Vec::with_capacity(reserve.len());
         for (product, units) in reserve {
-            *self.reserved.entry(*product).or_insert(0) += units;
+            let so_far = self.reserved.get(product).copied().unwrap_or(0);
+            reserved.push((*product, add(so_far, *units, "units reserved")?));
         }
+        self.available.extend(available);
+        self.taken.extend(taken);
+        self.reserved.extend(reserved);
         // An order first seen here (not loaded) was never read: its guard is "absent".
         self.read.entry(order_id).or_insert(None);
         self.changed.insert(order_id, reservation);
+        Ok(())
     }
 
     /// Makes the order's reservation hold exactly `lines` of `revision`: all of them, or none
     /// at all. A revision not newer than the one applied is ignored (a redelivery or a replay),
-    /// and so is any message for a released or committed reservation.
-    pub fn hold(&mut self, order_id: Uuid, revision: u32, lines: &[contracts::Line]) -> Held {
-        let revision = i32::try_from(revision).unwrap_or(i32::MAX);
+    /// and so is any message for a released or committed reservation. After an error the ledger
+    /// must not be saved: the transaction is rolled back.
+    pub fn hold(
+        &mut self,
+        order_id: Uuid,
+        revision: u32,
+        lines: &[contracts::Line],
+    ) -> Result<Held, Error> {
+        let revision = i32::try_from(revision).map_err(|_| Error::Overflow("revision"))?;
         let current = self.reservation(order_id);
         if current.is_some_and(|r| r.revision >= revision || r.status.is_final()) {
-            return Held::Ignored;
+            return Ok(Held::Ignored);
         }
         let held = current.map(Reservation::held).unwrap_or_default();
-        let wanted = wanted(lines);
-        match plan(&wanted, &held, &self.available) {
-            Ok(deltas) => {
+        let wanted = wanted(lines)?;
+        Ok(match plan(&wanted, &held, &self.available)? {
+            Plan::Move(deltas) => {
                 let reservation = Reservation {
                     revision,
                     status: Status::Reserved,
                     lines: wanted,
                 };
-                self.change(order_id, reservation, &deltas, &deltas);
+                self.change(order_id, reservation, &deltas, &deltas)?;
                 Held::Reserved
             }
             // All or nothing: whatever an earlier revision held goes back.
-            Err((reason, product_ids)) => {
-                let give_back = negated(&held);
+            Plan::Refuse(reason, product_ids) => {
+                let give_back = negated(&held)?;
                 let reservation = Reservation {
                     revision,
                     status: Status::Failed,
                     lines: Quantities::new(),
                 };
-                self.change(order_id, reservation, &give_back, &give_back);
+                self.change(order_id, reservation, &give_back, &give_back)?;
                 Held::Failed {
                     reason,
                     product_ids,
                 }
             }
-        }
+        })
     }
 
-    /// Gives an order's held units back (compensation). Returns whether anything was held. The
-    /// reservation becomes final: a late revision of the order can no longer take stock.
-    pub fn release(&mut self, order_id: Uuid) -> bool {
+    /// The order is over without a sale (its payment was declined or it failed): whatever it
+    /// holds goes back (compensation), and the reservation becomes final, so that no late
+    /// revision of the order takes stock again. Returns whether this released it, that is
+    /// whether it was not final already (released, or committed by a completed order): the
+    /// release is then to be announced, even if nothing was held, because payment refunds on it
+    /// and stops paying for the order.
+    pub fn release(&mut self, order_id: Uuid) -> Result<bool, Error> {
         let current = self.reservation(order_id);
         if current.is_some_and(|r| r.status.is_final()) {
-            return false;
+            return Ok(false);
         }
         let held = current.map(Reservation::held).unwrap_or_default();
         let reservation = Reservation {
@@ -318,27 +368,27 @@ impl Ledger {
             status: Status::Released,
             lines: Quantities::new(),
         };
-        let give_back = negated(&held);
-        self.change(order_id, reservation, &give_back, &give_back);
-        !held.is_empty()
+        let give_back = negated(&held)?;
+        self.change(order_id, reservation, &give_back, &give_back)?;
+        Ok(true)
     }
 
     /// The order completed: its held units are sold and leave `reserved` for good. The lines
     /// stay, as the record of what was sold. Returns whether anything was held.
-    pub fn commit(&mut self, order_id: Uuid) -> bool {
+    pub fn commit(&mut self, order_id: Uuid) -> Result<bool, Error> {
         let Some(current) = self.reservation(order_id) else {
-            return false;
+            return Ok(false);
         };
         if current.status != Status::Reserved {
-            return false;
+            return Ok(false);
         }
-        let sold = negated(&current.lines);
+        let sold = negated(&current.lines)?;
         let reservation = Reservation {
             status: Status::Committed,
             ..current.clone()
         };
-        self.change(order_id, reservation, &Quantities::new(), &sold);
-        true
+        self.change(order_id, reservation, &Quantities::new(), &sold)?;
+        Ok(true)
     }
 
     /// Writes every change in one statement: reservation rows (with their lines), product
@@ -368,7 +418,10 @@ impl Ledger {
             read_revisions.push(read.map(|r| r.revision));
             read_statuses.push(read.map(|r| r.status.as_str()));
             line_products.push(array_literal(reservation.lines.keys().copied()));
-            line_quantities.push(array_literal(reservation.lines.values().map(|q| int4(*q))));
+            let quantities = (reservation.lines.values())
+                .map(|q| int4(*q, "units of a line"))
+                .collect::<Result<Vec<_>, _>>()?;
+            line_quantities.push(array_literal(quantities.into_iter()));
         }
         let products: BTreeSet<i64> = self
             .taken
@@ -376,13 +429,21 @@ impl Ledger {
             .chain(self.reserved.keys())
             .copied()
             .collect();
-        let amounts = |map: &Quantities| -> Vec<i32> {
-            products
-                .iter()
-                .map(|p| int4(map.get(p).copied().unwrap_or(0)))
+        let amounts = |map: &Quantities, what| -> Result<Vec<i32>, Error> {
+            (products.iter())
+                .map(|p| int4(map.get(p).copied().unwrap_or(0), what))
                 .collect()
         };
-        let (taken, reserved) = (amounts(&self.taken), amounts(&self.reserved));
+        let taken = amounts(&self.taken, "units taken")?;
+        let reserved = amounts(&self.reserved, "units reserved")?;
+        // What the statement computes must fit the `integer` columns too: checked here, so that
+        // an overflow is this message's permanent failure rather than a database error.
+        for product in &products {
+            int4(
+                self.available.get(product).copied().unwrap_or(0),
+                "units available",
+            )?;
+        }
         let products: Vec<i64> = products.into_iter().collect();
 
         let mut args = PgArguments::default();
@@ -428,7 +489,7 @@ impl Ledger {
              SELECT count(*) FROM saved"
         );
         let saved: i64 = sqlx::query_scalar_with(&sql, args).fetch_one(conn).await?;
-        if saved == orders.len() as i64 {
+        if usize::try_from(saved) == Ok(orders.len()) {
             Ok(())
         } else {
             Err(Error::Concurrent)
@@ -442,12 +503,15 @@ fn array_literal<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String
     format!("{{{}}}", items.join(","))
 }
 
-fn negated(quantities: &Quantities) -> Quantities {
-    quantities.iter().map(|(p, q)| (*p, -q)).collect()
+fn negated(quantities: &Quantities) -> Result<Quantities, Error> {
+    (quantities.iter())
+        .map(|(p, q)| Ok((*p, q.checked_neg().ok_or(Error::Overflow("units"))?)))
+        .collect()
 }
 
-fn int4(quantity: i64) -> i32 {
-    i32::try_from(quantity).unwrap_or(if quantity < 0 { i32::MIN } else { i32::MAX })
+/// A count as the `integer` columns keep it.
+fn int4(quantity: i64, what: &'static str) -> Result<i32, Error> {
+    i32::try_from(quantity).map_err(|_| Error::Overflow(what))
 }
 
 /// [`Ledger::hold`] of one order, read and written in `conn`'s transaction.
@@ -457,9 +521,9 @@ pub async fn hold(
     revision: u32,
     lines: &[contracts::Line],
 ) -> Result<Held, Error> {
-    let products: Vec<i64> = wanted(lines).into_keys().collect();
+    let products: Vec<i64> = wanted(lines)?.into_keys().collect();
     let mut ledger = Ledger::load(conn, &[order_id], &products).await?;
-    let held = ledger.hold(order_id, revision, lines);
+    let held = ledger.hold(order_id, revision, lines)?;
     ledger.save(conn, &[]).await?;
     Ok(held)
 }
@@ -467,7 +531,7 @@ pub async fn hold(
 /// [`Ledger::release`] of one order, read and written in `conn`'s transaction.
 pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
     let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
-    let released = ledger.release(order_id);
+    let released = ledger.release(order_id)?;
     ledger.save(conn, &[]).await?;
     Ok(released)
 }
@@ -475,7 +539,7 @@ pub async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Er
 /// [`Ledger::commit`] of one order, read and written in `conn`'s transaction.
 pub async fn commit(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, Error> {
     let mut ledger = Ledger::load(conn, &[order_id], &[]).await?;
-    let committed = ledger.commit(order_id);
+    let committed = ledger.commit(order_id)?;
     ledger.save(conn, &[]).await?;
     Ok(committed)
 }
@@ -490,8 +554,8 @@ mod tests {
 
     #[test]
     fn a_new_reservation_takes_what_is_wanted() {
-        let plan = plan(&map(&[(1, 2), (2, 1)]), &map(&[]), &map(&[(1, 5), (2, 1)]));
-        assert_eq!(plan, Ok(map(&[(1, 2), (2, 1)])));
+        let plan = plan(&map(&[(1, 2), (2, 1)]), &map(&[]), &map(&[(1, 5), (2, 1)])).unwrap();
+        assert_eq!(plan, Plan::Move(map(&[(1, 2), (2, 1)])));
     }
 
     #[test]
@@ -501,13 +565,16 @@ mod tests {
             &map(&[(1, 5), (2, 1)]),
             &map(&[(1, 0), (2, 0), (3, 1)]),
         );
-        assert_eq!(plan, Ok(map(&[(1, -2), (2, -1), (3, 1)])));
+        assert_eq!(plan.unwrap(), Plan::Move(map(&[(1, -2), (2, -1), (3, 1)])));
     }
 
     #[test]
     fn unknown_products_fail_before_shortages() {
-        let plan = plan(&map(&[(1, 999), (9, 1)]), &map(&[]), &map(&[(1, 5)]));
-        assert_eq!(plan, Err((ReservationFailure::UnknownProduct, vec![9])));
+        let plan = plan(&map(&[(1, 999), (9, 1)]), &map(&[]), &map(&[(1, 5)])).unwrap();
+        assert_eq!(
+            plan,
+            Plan::Refuse(ReservationFailure::UnknownProduct, vec![9])
+        );
     }
 
     #[test]
@@ -517,7 +584,35 @@ mod tests {
             &map(&[(2, 1)]),
             &map(&[(1, 5), (2, 1)]),
         );
-        assert_eq!(plan, Err((ReservationFailure::OutOfStock, vec![2])));
+        assert_eq!(
+            plan.unwrap(),
+            Plan::Refuse(ReservationFailure::OutOfStock, vec![2])
+        );
+    }
+
+    #[test]
+    fn a_count_that_overflows_is_an_error_and_changes_nothing() {
+        let plan = plan(&map(&[(1, i64::MIN)]), &map(&[(1, 1)]), &map(&[(1, 5)]));
+        assert!(matches!(plan, Err(Error::Overflow(_))), "{plan:?}");
+
+        let mut ledger = ledger(&[(1, 5)]);
+        ledger.taken = map(&[(1, i64::MAX)]);
+        let order = Uuid::new_v4();
+        let held = ledger.hold(order, 1, &[line(1, 1)]);
+        assert!(
+            matches!(held, Err(Error::Overflow("units taken"))),
+            "{held:?}"
+        );
+        assert_eq!(ledger.available, map(&[(1, 5)]));
+        assert!(ledger.changed.is_empty());
+        let held = ledger.hold(order, u32::MAX, &[line(1, 1)]);
+        assert!(matches!(held, Err(Error::Overflow("revision"))), "{held:?}");
+
+        let permanent = messaging::consumer::HandlerError::from(Error::Overflow("units"));
+        assert!(
+            matches!(permanent, messaging::consumer::HandlerError::Permanent(_)),
+            "{permanent:?}"
+        );
     }
 
     fn line(product_id: i64, quantity: u32) -> contracts::Line {
@@ -539,9 +634,12 @@ mod tests {
     fn orders_of_one_batch_see_each_others_holds() {
         let mut ledger = ledger(&[(1, 3)]);
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(ledger.hold(first, 1, &[line(1, 2)]), Held::Reserved);
         assert_eq!(
-            ledger.hold(second, 1, &[line(1, 2)]),
+            ledger.hold(first, 1, &[line(1, 2)]).unwrap(),
+            Held::Reserved
+        );
+        assert_eq!(
+            ledger.hold(second, 1, &[line(1, 2)]).unwrap(),
             Held::Failed {
                 reason: ReservationFailure::OutOfStock,
                 product_ids: vec![1],
@@ -556,16 +654,19 @@ mod tests {
     fn one_orders_messages_in_one_batch_add_up() {
         let mut ledger = ledger(&[(1, 10), (2, 10)]);
         let order = Uuid::new_v4();
-        assert_eq!(ledger.hold(order, 1, &[line(1, 4)]), Held::Reserved);
-        assert_eq!(ledger.hold(order, 1, &[line(1, 4)]), Held::Ignored);
         assert_eq!(
-            ledger.hold(order, 2, &[line(1, 1), line(2, 2)]),
+            ledger.hold(order, 1, &[line(1, 4)]).unwrap(),
             Held::Reserved
         );
-        assert!(ledger.commit(order));
-        assert!(!ledger.commit(order), "committed twice");
-        assert!(!ledger.release(order), "final");
-        assert_eq!(ledger.hold(order, 3, &[line(1, 1)]), Held::Ignored);
+        assert_eq!(ledger.hold(order, 1, &[line(1, 4)]).unwrap(), Held::Ignored);
+        assert_eq!(
+            ledger.hold(order, 2, &[line(1, 1), line(2, 2)]).unwrap(),
+            Held::Reserved
+        );
+        assert!(ledger.commit(order).unwrap());
+        assert!(!ledger.commit(order).unwrap(), "committed twice");
+        assert!(!ledger.release(order).unwrap(), "final");
+        assert_eq!(ledger.hold(order, 3, &[line(1, 1)]).unwrap(), Held::Ignored);
 
         // Net: 1 + 2 units taken, reserved and then sold.
         assert_eq!(ledger.taken, map(&[(1, 1), (2, 2)]));
@@ -583,11 +684,29 @@ mod tests {
     fn a_release_gives_back_what_the_batch_held() {
         let mut ledger = ledger(&[(1, 5)]);
         let order = Uuid::new_v4();
-        ledger.hold(order, 1, &[line(1, 5)]);
-        assert!(ledger.release(order));
+        ledger.hold(order, 1, &[line(1, 5)]).unwrap();
+        assert!(ledger.release(order).unwrap());
         assert_eq!(ledger.available, map(&[(1, 5)]));
         assert_eq!(ledger.taken, map(&[(1, 0)]));
         assert_eq!(ledger.changed[&order].status, Status::Released);
+        assert!(!ledger.release(order).unwrap(), "released twice");
+    }
+
+    #[test]
+    fn an_order_that_failed_holding_nothing_is_released_all_the_same() {
+        let mut ledger = ledger(&[(1, 5)]);
+        let (failed, unseen) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(matches!(
+            ledger.hold(failed, 1, &[line(1, 6)]).unwrap(),
+            Held::Failed { .. }
+        ));
+        assert!(ledger.release(failed).unwrap());
+        assert!(ledger.release(unseen).unwrap());
+        for order in [failed, unseen] {
+            assert_eq!(ledger.changed[&order].status, Status::Released);
+            assert_eq!(ledger.hold(order, 2, &[line(1, 1)]).unwrap(), Held::Ignored);
+        }
+        assert_eq!(ledger.available, map(&[(1, 5)]));
     }
 
     #[test]
@@ -598,7 +717,7 @@ mod tests {
             unit_price: price.parse().unwrap(),
         };
         assert_eq!(
-            wanted(&[line(1, 2, "1.00"), line(1, 3, "2.00"), line(2, 1, "1.00")]),
+            wanted(&[line(1, 2, "1.00"), line(1, 3, "2.00"), line(2, 1, "1.00")]).unwrap(),
             map(&[(1, 5), (2, 1)])
         );
     }

@@ -1,14 +1,19 @@
 //! The reservation rules against a real PostgreSQL database: all or nothing, revisions,
-//! compensation, completion, redelivery and racing transactions.
+//! compensation, completion, redelivery, overflow and racing transactions; and the handler's
+//! release of a failed order.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use contracts::Line;
+use contracts::orders::{FailureReason, OrderFailed, OrderPlaced};
 use contracts::stock::{ReservationFailure, StockReserved};
+use contracts::{Contract, Line};
+use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
 use messaging::outbox::{Metadata, OutgoingMessage};
+use rust_decimal::Decimal;
 use sqlx::PgPool;
+use stock::handler::StockHandler;
 use stock::reservations::{self, Error, Held};
 use test_support::TestDatabase;
 use uuid::Uuid;
@@ -173,9 +178,11 @@ async fn a_release_gives_back_and_is_final() {
     assert_eq!(hold(&db.pool, order, 2, &[line(1, 1)]).await, Held::Ignored);
     assert_eq!(product(&db.pool, 1).await, (100, 0));
 
-    // Released before its order was ever seen: the late order takes nothing.
+    // Released before its order was ever seen (announced all the same, as the order is over):
+    // the late order takes nothing.
     let early = Uuid::new_v4();
-    assert!(!release(&db.pool, early).await);
+    assert!(release(&db.pool, early).await);
+    assert!(!release(&db.pool, early).await, "released twice");
     assert_eq!(hold(&db.pool, early, 1, &[line(1, 1)]).await, Held::Ignored);
     assert_eq!(product(&db.pool, 1).await, (100, 0));
     db.drop_now().await.unwrap();
@@ -310,13 +317,16 @@ async fn a_batch_is_read_once_and_written_once() {
         .await
         .unwrap();
     assert_eq!(
-        ledger.hold(kept, 2, &[line(1, 1), line(2, 1)]),
+        ledger.hold(kept, 2, &[line(1, 1), line(2, 1)]).unwrap(),
         Held::Reserved
     );
-    assert_eq!(ledger.hold(sold, 1, &[line(3, 20)]), Held::Reserved);
-    assert!(ledger.commit(sold));
+    assert_eq!(
+        ledger.hold(sold, 1, &[line(3, 20)]).unwrap(),
+        Held::Reserved
+    );
+    assert!(ledger.commit(sold).unwrap());
     assert!(matches!(
-        ledger.hold(refused, 1, &[line(3, 6)]),
+        ledger.hold(refused, 1, &[line(3, 6)]).unwrap(),
         Held::Failed { .. }
     ));
     let reply = |order_id| {
@@ -407,5 +417,165 @@ async fn reading_reservations_never_scans_the_table_it_grew_from_empty() {
     assert_eq!(after, before, "holding one order scanned every reservation");
     drop(tx);
     drop(conn);
+    db.drop_now().await.unwrap();
+}
+
+/// A count that would leave the `integer` range is the message's permanent failure: nothing is
+/// written, and the consumer dead-letters the message instead of retrying it forever.
+#[tokio::test]
+async fn a_release_that_would_overflow_the_stock_is_a_permanent_error() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    hold(&db.pool, order, 1, &[line(1, 5)]).await;
+    sqlx::query("UPDATE products SET available = 2147483647 - 2 WHERE product_id = 1")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let outcome = reservations::release(&mut tx, order).await;
+    assert!(matches!(outcome, Err(Error::Overflow(_))), "{outcome:?}");
+    drop(tx);
+    let handled = HandlerError::from(outcome.unwrap_err());
+    assert!(matches!(handled, HandlerError::Permanent(_)), "{handled:?}");
+    assert_eq!(product(&db.pool, 1).await, (2147483645, 5));
+    assert_eq!(status(&db.pool, order).await, (1, "reserved".to_owned()));
+    db.drop_now().await.unwrap();
+}
+
+/// An order message as the consumer hands it over.
+fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
+    let metadata = Metadata {
+        message_id: Uuid::now_v7(),
+        correlation_id: order_id,
+        causation_id: None,
+        traceparent: None,
+        occurred_at: chrono::Utc::now(),
+    };
+    let outgoing = OutgoingMessage::new(order_id, message, metadata);
+    IncomingMessage {
+        topic: outgoing.topic.to_owned(),
+        partition: 0,
+        offset: 0,
+        key: Some(outgoing.key),
+        message_type: outgoing.message_type.to_owned(),
+        schema_version: outgoing.schema_version,
+        payload: outgoing.payload.into_bytes(),
+        metadata: outgoing.metadata,
+    }
+}
+
+fn placed(order_id: Uuid, lines: Vec<Line>) -> IncomingMessage {
+    let total = lines
+        .iter()
+        .map(|l| l.unit_price * Decimal::from(l.quantity))
+        .sum();
+    let message = OrderPlaced {
+        order_id,
+        customer_id: Uuid::new_v4(),
+        revision: 1,
+        lines,
+        total,
+    };
+    incoming(order_id, &message)
+}
+
+fn failed(order_id: Uuid, reason: FailureReason) -> IncomingMessage {
+    let message = OrderFailed {
+        order_id,
+        customer_id: Uuid::new_v4(),
+        reason,
+        lines: vec![line(1, 1)],
+        total: Decimal::ONE,
+    };
+    incoming(order_id, &message)
+}
+
+/// A batch through the handler, in a transaction committed if it succeeds.
+async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), HandlerError> {
+    let traced: Vec<Traced<'_>> = (messages.iter())
+        .map(|message| Traced {
+            message,
+            span: tracing::Span::none(),
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    StockHandler.handle(&mut tx, &traced).await?;
+    tx.commit().await.unwrap();
+    Ok(())
+}
+
+/// The types of the messages queued for an order, oldest first.
+async fn replies(pool: &PgPool, order_id: Uuid) -> Vec<String> {
+    sqlx::query_scalar("SELECT message_type FROM outbox WHERE message_key = $1 ORDER BY id")
+        .bind(order_id.to_string())
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_order_that_timed_out_is_released_for_good_and_payment_told() {
+    let db = database().await;
+    let (held, refused) = (Uuid::new_v4(), Uuid::new_v4());
+    handle(&db.pool, &[placed(held, vec![line(1, 3)])])
+        .await
+        .unwrap();
+    handle(&db.pool, &[placed(refused, vec![line(3, 26)])])
+        .await
+        .unwrap();
+    assert_eq!(product(&db.pool, 1).await, (97, 3));
+
+    handle(
+        &db.pool,
+        &[
+            failed(held, FailureReason::TimedOut),
+            failed(refused, FailureReason::OutOfStock),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    assert_eq!(status(&db.pool, held).await, (1, "released".to_owned()));
+    // Released whether it held anything or not: payment refunds on it and stops paying.
+    assert_eq!(
+        replies(&db.pool, held).await,
+        ["StockReserved", "StockReleased"]
+    );
+    assert_eq!(
+        replies(&db.pool, refused).await,
+        ["StockReservationFailed", "StockReleased"]
+    );
+
+    // A redriven placement, and the failure again: nothing is held, nothing is said.
+    handle(&db.pool, &[placed(held, vec![line(1, 3)])])
+        .await
+        .unwrap();
+    handle(&db.pool, &[failed(held, FailureReason::TimedOut)])
+        .await
+        .unwrap();
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
+    assert_eq!(
+        replies(&db.pool, held).await,
+        ["StockReserved", "StockReleased"]
+    );
+    db.drop_now().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_order_message_out_of_range_is_a_permanent_failure() {
+    let db = database().await;
+    let order = Uuid::new_v4();
+    let mut absurd = placed(order, vec![line(1, 1)]);
+    absurd.payload = String::from_utf8(absurd.payload)
+        .unwrap()
+        .replace(r#""quantity":1"#, r#""quantity":4000000000"#)
+        .into_bytes();
+    let outcome = handle(&db.pool, &[absurd]).await;
+    assert!(
+        matches!(&outcome, Err(HandlerError::Permanent(reason)) if reason.contains("quantity")),
+        "{outcome:?}"
+    );
+    assert_eq!(product(&db.pool, 1).await, (100, 0));
     db.drop_now().await.unwrap();
 }

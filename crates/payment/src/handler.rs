@@ -1,5 +1,6 @@
 //! What the payment service does with each message, inside the idempotent consumer's
-//! transaction. Payment follows stock: it pays for what stock holds.
+//! transaction. Payment follows stock: it pays for what stock holds, and refunds what it
+//! captured once stock holds nothing for the order any more (a failed reservation, a release).
 //!
 //! Every message of a micro-batch is decided against one [`Accounts`]: the batch reads its
 //! orders' payments and locks its customers once, and writes once, however many messages it
@@ -26,6 +27,8 @@ enum Action {
     Pay(Request),
     /// Stock holds nothing for the order's `revision`: neither is its money held.
     Refund { order_id: Uuid, revision: u32 },
+    /// Stock released the order, which failed: refund, and never pay for it again.
+    Release(Uuid),
 }
 
 impl Action {
@@ -41,14 +44,14 @@ impl Action {
                 order_id: failed.order_id,
                 revision: failed.revision,
             }),
-            StockMessage::StockReleased(_) => None,
+            StockMessage::StockReleased(released) => Some(Self::Release(released.order_id)),
         })
     }
 
     fn order_id(&self) -> Uuid {
         match self {
             Self::Pay(request) => request.order_id,
-            Self::Refund { order_id, .. } => *order_id,
+            Self::Refund { order_id, .. } | Self::Release(order_id) => *order_id,
         }
     }
 
@@ -61,7 +64,11 @@ impl Action {
         let request = match *self {
             Self::Pay(request) => request,
             Self::Refund { order_id, revision } => {
-                accounts.refund_earlier(order_id, revision)?;
+                accounts.reservation_failed(order_id, revision)?;
+                return Ok(None);
+            }
+            Self::Release(order_id) => {
+                accounts.release(order_id)?;
                 return Ok(None);
             }
         };
@@ -98,12 +105,6 @@ impl Action {
 }
 
 impl Handler for PaymentHandler {
-    /// A released reservation follows a declined payment: nothing is left to pay or refund.
-    fn ignores(&self, message: &IncomingMessage) -> bool {
-        use contracts::Contract;
-        message.message_type == contracts::stock::StockReleased::TYPE
-    }
-
     async fn handle(
         &self,
         conn: &mut PgConnection,
@@ -117,7 +118,7 @@ impl Handler for PaymentHandler {
         let customers: Vec<Uuid> = (actions.iter())
             .filter_map(|(a, _)| match a {
                 Action::Pay(request) => Some(request.customer_id),
-                Action::Refund { .. } => None,
+                Action::Refund { .. } | Action::Release(_) => None,
             })
             .collect();
         let mut accounts = Accounts::load(conn, &orders, &customers, self.starting_credit).await?;

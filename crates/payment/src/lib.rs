@@ -2,7 +2,8 @@
 //!
 //! - [`payments`]: capture, decline or refund, per revision of an order, over PostgreSQL;
 //! - [`handler`]: `StockReserved` in, `PaymentCaptured`/`PaymentDeclined` out;
-//!   `StockReservationFailed` in, the order's capture refunded;
+//!   `StockReservationFailed` in, the order's capture refunded; `StockReleased` in, the
+//!   capture refunded and the order final (nothing late or redriven is paid for it);
 //! - [`http`]: `GET /api/payments`.
 
 pub mod handler;

@@ -9,18 +9,32 @@
 //! 1. read the payments of the batch's orders ([`Accounts::load`]);
 //! 2. lock the batch's customers and read their credit, in one statement that also creates a
 //!    customer seen for the first time, with the starting credit;
-//! 3. decide each message in memory ([`Accounts::capture`], [`Accounts::refund_earlier`]);
-//! 4. write the credits, the new payments and the replies announcing them in one statement
-//!    ([`Accounts::save`]).
+//! 3. decide each message in memory ([`Accounts::capture`], [`Accounts::reservation_failed`],
+//!    [`Accounts::release`]);
+//! 4. write the credits, the new payments, what was answered per order and the replies
+//!    announcing them in one statement ([`Accounts::save`]).
 //!
 //! # Revisions
 //!
 //! An order's lines may change until the order completes. Stock answers each revision it holds,
 //! and each answer reaches payment in order (one key, one partition). A capture for a newer
 //! revision refunds the order's standing capture and captures the new total; a reservation that
-//! failed refunds it (see [`Accounts::refund_earlier`]). A decline is final: the order fails on
-//! it, whatever revision it answers, so later revisions are not paid for. Answers for a revision
-//! not newer than one already paid for are repeats and change nothing.
+//! failed refunds it (see [`Accounts::reservation_failed`]).
+//!
+//! Payment keeps, per order, the highest revision it has answered — captured, declined, or
+//! failed at stock — and whether the order is final (the `orders_answered` table). A
+//! reservation for a revision not newer than that is a repeat, or late (a message redriven from
+//! the dead letters), and changes nothing. An order is final once its payment was declined (the
+//! order fails on it, whatever revision it answers) or stock released it (`StockReleased`: the
+//! order failed, for any reason, a deadline included); its standing capture is then refunded and
+//! no reservation of it is paid for again, so a failed order keeps no capture (I3) whatever
+//! order its messages arrive in.
+//!
+//! # Ranges
+//!
+//! Decoding refuses amounts out of range, and the arithmetic here is checked all the same: an
+//! amount that is negative or would take a credit out of its `numeric(14,2)` range is a
+//! permanent failure ([`Error::OutOfRange`]), never a panic.
 //!
 //! # Concurrency
 //!
@@ -35,6 +49,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use contracts::validate::MAX_MONEY;
 use messaging::outbox::{self, OutgoingMessage};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgArguments;
@@ -72,15 +87,19 @@ pub enum Error {
     /// A bug: the customer's credit was not locked by [`Accounts::load`].
     #[error("customer {0} was not loaded")]
     NotLoaded(Uuid),
+    /// A value the message carries, or one computed from it, is out of the range payment keeps.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
 }
 
 /// Both database kinds are worth a retry (the retry reads again); a customer not loaded is
-/// the caller's bug, and retrying the same batch would hit it again.
+/// the caller's bug, and a value out of range the message's: retrying the same batch would hit
+/// either again.
 impl From<Error> for messaging::consumer::HandlerError {
     fn from(e: Error) -> Self {
         match e {
-            Error::NotLoaded(_) => Self::Permanent(e.to_string()),
-            _ => Self::Transient(Box::new(e)),
+            Error::NotLoaded(_) | Error::OutOfRange(_) => Self::Permanent(e.to_string()),
+            Error::Database(_) | Error::Concurrent => Self::Transient(Box::new(e)),
         }
     }
 }
@@ -124,12 +143,25 @@ struct Entry {
     new: bool,
 }
 
+/// What payment has answered for an order (its `orders_answered` row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Answered {
+    /// The highest revision captured, declined or failed at stock; 0 for none.
+    revision: i32,
+    /// Declined or released: never paid for again.
+    is_final: bool,
+}
+
 /// The credit of the customers and the payments of the orders one transaction works on, and its
 /// changes so far.
 #[derive(Debug, Default)]
 pub struct Accounts {
     /// Each order's payments, as read and as decided since.
     payments: HashMap<Uuid, Vec<Entry>>,
+    /// What was answered per order, as read and as decided since.
+    answered: HashMap<Uuid, Answered>,
+    /// Orders whose answer changed.
+    answers: BTreeSet<Uuid>,
     /// Each locked customer's credit, as it is now.
     credit: HashMap<Uuid, Decimal>,
     /// Customers whose credit changed.
@@ -148,18 +180,25 @@ impl Accounts {
         customers: &[Uuid],
         starting_credit: Decimal,
     ) -> Result<Self, Error> {
+        /// A payment, or (with `is_final`) what was answered for the order.
         #[derive(sqlx::FromRow)]
         struct Row {
-            payment_id: Uuid,
             order_id: Uuid,
-            customer_id: Uuid,
-            amount: Decimal,
             revision: i32,
-            status: String,
+            payment_id: Option<Uuid>,
+            customer_id: Option<Uuid>,
+            amount: Option<Decimal>,
+            status: Option<String>,
+            is_final: Option<bool>,
         }
+        // One round trip for both tables; each half is a read by key.
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT payment_id, order_id, customer_id, amount, revision, status
-             FROM payments WHERE order_id = ANY($1)",
+            "SELECT order_id, revision, payment_id, customer_id, amount, status,
+                    NULL::boolean AS is_final
+             FROM payments WHERE order_id = ANY($1)
+             UNION ALL
+             SELECT order_id, revision, NULL, NULL, NULL, NULL, final
+             FROM orders_answered WHERE order_id = ANY($1)",
         )
         .bind(orders)
         .fetch_all(&mut *conn)
@@ -167,20 +206,30 @@ impl Accounts {
         let mut accounts = Self::default();
         let mut involved: BTreeSet<Uuid> = customers.iter().copied().collect();
         for row in rows {
-            let status = Status::parse(&row.status).ok_or_else(|| {
-                sqlx::Error::Decode(format!("unknown payment status {:?}", row.status).into())
+            let answered = accounts.answered.entry(row.order_id).or_default();
+            answered.revision = answered.revision.max(row.revision);
+            let (Some(payment_id), Some(customer_id), Some(amount), Some(status)) =
+                (row.payment_id, row.customer_id, row.amount, row.status)
+            else {
+                answered.is_final |= row.is_final.unwrap_or(false);
+                continue;
+            };
+            let status = Status::parse(&status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown payment status {status:?}").into())
             })?;
+            // A payment answers its revision, even if stored before `orders_answered` was.
+            answered.is_final |= status == Status::Declined;
             if status == Status::Captured {
-                involved.insert(row.customer_id);
+                involved.insert(customer_id);
             }
             accounts
                 .payments
                 .entry(row.order_id)
                 .or_default()
                 .push(Entry {
-                    payment_id: row.payment_id,
-                    customer_id: row.customer_id,
-                    amount: row.amount,
+                    payment_id,
+                    customer_id,
+                    amount,
                     revision: row.revision,
                     status,
                     new: false,
@@ -209,28 +258,33 @@ impl Accounts {
     /// Captures the request's amount from the customer's credit, or declines it when the
     /// credit is short. A capture of an earlier revision of the order is refunded first.
     ///
-    /// `None` when the request is a repeat (the order has a payment for this revision or a
-    /// later one) or the order's payment was declined: nothing changes, nothing is sent. After
+    /// `None` when the request is a repeat or late (the order was answered for this revision or
+    /// a later one) or the order is final (declined or released): nothing is captured, nothing
+    /// is sent, and a final order's standing capture, should there be one, is refunded. After
     /// an error the accounts must not be saved: the transaction is rolled back.
     pub fn capture(&mut self, request: Request) -> Result<Option<Payment>, Error> {
-        let revision = revision(request.revision);
-        let settled = self
-            .payments
-            .get(&request.order_id)
-            .is_some_and(|payments| {
-                (payments.iter()).any(|p| p.revision >= revision || p.status == Status::Declined)
-            });
-        if settled {
+        let revision = revision(request.revision)?;
+        if request.amount < Decimal::ZERO || request.amount > MAX_MONEY {
+            return Err(Error::OutOfRange(format!("amount {}", request.amount)));
+        }
+        let answered = self.answered(request.order_id);
+        if answered.is_final {
+            self.refund_standing(request.order_id)?;
             return Ok(None);
         }
-        self.refund_earlier(request.order_id, request.revision)?;
+        if revision <= answered.revision {
+            return Ok(None);
+        }
+        // Stock holds this revision's lines now, no longer the ones the standing capture paid.
+        self.refund_standing(request.order_id)?;
         let credit = self
             .credit
             .get_mut(&request.customer_id)
             .ok_or(Error::NotLoaded(request.customer_id))?;
         let payment_id = Uuid::now_v7();
         let (status, payment) = if *credit >= request.amount {
-            *credit -= request.amount;
+            *credit = (credit.checked_sub(request.amount))
+                .ok_or_else(|| Error::OutOfRange(format!("credit − {}", request.amount)))?;
             self.credited.insert(request.customer_id);
             (Status::Captured, Payment::Captured { payment_id })
         } else {
@@ -241,6 +295,14 @@ impl Accounts {
             };
             (Status::Declined, declined)
         };
+        // A decline is final: the order fails on it whatever revision it answers.
+        self.answer(
+            request.order_id,
+            Answered {
+                revision,
+                is_final: status == Status::Declined,
+            },
+        );
         self.payments
             .entry(request.order_id)
             .or_default()
@@ -255,25 +317,74 @@ impl Accounts {
         Ok(Some(payment))
     }
 
-    /// Refunds the order's standing capture if it paid for a revision older than `revision`:
-    /// stock no longer holds those lines, because a newer revision replaced them or could not
-    /// be held. The credit goes back to the customer. Returns the amount refunded, if any.
-    pub fn refund_earlier(
+    /// Stock could not hold the order's `revision`, so it holds none of the order's lines: the
+    /// standing capture, which paid for an older revision, is refunded. A revision not newer
+    /// than the one answered (a repeat, or late) or a final order changes nothing. Returns the
+    /// amount refunded, if any.
+    pub fn reservation_failed(
         &mut self,
         order_id: Uuid,
         revision: u32,
     ) -> Result<Option<Decimal>, Error> {
-        let revision = self::revision(revision);
-        let Some(standing) = self.payments.get_mut(&order_id).and_then(|payments| {
-            (payments.iter_mut()).find(|p| p.status == Status::Captured && p.revision < revision)
-        }) else {
+        let revision = self::revision(revision)?;
+        let answered = self.answered(order_id);
+        if answered.is_final || revision <= answered.revision {
+            return Ok(None);
+        }
+        self.answer(
+            order_id,
+            Answered {
+                revision,
+                is_final: false,
+            },
+        );
+        self.refund_standing(order_id)
+    }
+
+    /// Stock released the order: it failed, for whatever reason. The standing capture is
+    /// refunded and the order becomes final: no reservation of it is paid for again, however
+    /// late it arrives. Returns the amount refunded, if any.
+    pub fn release(&mut self, order_id: Uuid) -> Result<Option<Decimal>, Error> {
+        let refunded = self.refund_standing(order_id)?;
+        let answered = self.answered(order_id);
+        if !answered.is_final {
+            self.answer(
+                order_id,
+                Answered {
+                    is_final: true,
+                    ..answered
+                },
+            );
+        }
+        Ok(refunded)
+    }
+
+    fn answered(&self, order_id: Uuid) -> Answered {
+        self.answered.get(&order_id).copied().unwrap_or_default()
+    }
+
+    fn answer(&mut self, order_id: Uuid, answered: Answered) {
+        self.answered.insert(order_id, answered);
+        self.answers.insert(order_id);
+    }
+
+    /// Refunds the order's standing capture, if it has one: the credit goes back to the
+    /// customer. Returns the amount refunded.
+    fn refund_standing(&mut self, order_id: Uuid) -> Result<Option<Decimal>, Error> {
+        let Some(standing) = self
+            .payments
+            .get_mut(&order_id)
+            .and_then(|payments| (payments.iter_mut()).find(|p| p.status == Status::Captured))
+        else {
             return Ok(None);
         };
         let credit = self
             .credit
             .get_mut(&standing.customer_id)
             .ok_or(Error::NotLoaded(standing.customer_id))?;
-        *credit += standing.amount;
+        *credit = (credit.checked_add(standing.amount))
+            .filter(|credit| *credit <= MAX_MONEY)
+            .ok_or_else(|| Error::OutOfRange(format!("credit + {}", standing.amount)))?;
         self.credited.insert(standing.customer_id);
         standing.status = Status::Refunded;
         if !standing.new {
@@ -283,9 +394,9 @@ impl Accounts {
     }
 
     /// Writes every change: the refunds of stored payments (a statement of their own, as they
-    /// are rare and must precede a new capture of the same order), then the credits, the new
-    /// payments and `replies`, the messages announcing them, in one statement. Must run in the
-    /// transaction that loaded the accounts.
+    /// are rare and must precede a new capture of the same order), then the credits, what was
+    /// answered per order, the new payments and `replies`, the messages announcing them, in one
+    /// statement. Must run in the transaction that loaded the accounts.
     pub async fn save(
         self,
         conn: &mut PgConnection,
@@ -307,12 +418,19 @@ impl Accounts {
             .flat_map(|(order, payments)| payments.iter().map(move |p| (order, p)))
             .filter(|(_, p)| p.new)
             .collect();
-        if new.is_empty() && self.credited.is_empty() && replies.is_empty() {
+        if new.is_empty()
+            && self.credited.is_empty()
+            && self.answers.is_empty()
+            && replies.is_empty()
+        {
             return Ok(());
         }
         let customers: Vec<Uuid> = self.credited.iter().copied().collect();
         let credits: Vec<Decimal> = (self.credited.iter())
             .map(|c| self.credit.get(c).copied().unwrap_or_default())
+            .collect();
+        let answered: Vec<(Uuid, Answered)> = (self.answers.iter())
+            .map(|order| (*order, self.answered(*order)))
             .collect();
         let mut args = PgArguments::default();
         let bound = (|| {
@@ -328,15 +446,25 @@ impl Accounts {
                     .collect::<Vec<_>>(),
             )?;
             args.add(new.iter().map(|(_, p)| p.revision).collect::<Vec<_>>())?;
+            args.add(answered.iter().map(|(o, _)| *o).collect::<Vec<_>>())?;
+            args.add(answered.iter().map(|(_, a)| a.revision).collect::<Vec<_>>())?;
+            args.add(answered.iter().map(|(_, a)| a.is_final).collect::<Vec<_>>())?;
             outbox::queue_in_with(&mut args, replies)
         })();
         let queue = bound.map_err(sqlx::Error::Encode)?;
-        // Every data-modifying CTE runs, whatever the main statement reads.
+        // Every data-modifying CTE runs, whatever the main statement reads. An answer only
+        // grows, whatever another transaction wrote meanwhile.
         let sql = format!(
             "WITH credited AS (
                  UPDATE customers AS c SET credit = v.credit
                  FROM UNNEST($1::uuid[], $2::numeric[]) AS v(customer_id, credit)
                  WHERE c.customer_id = v.customer_id
+             ), answered AS (
+                 INSERT INTO orders_answered AS a (order_id, revision, final)
+                 SELECT * FROM UNNEST($9::uuid[], $10::int4[], $11::bool[])
+                 ON CONFLICT (order_id) DO UPDATE
+                 SET revision = GREATEST(a.revision, EXCLUDED.revision),
+                     final = a.final OR EXCLUDED.final
              ){queue}
              INSERT INTO payments (payment_id, order_id, customer_id, amount, status, revision)
              SELECT * FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::numeric[], $7::text[],
@@ -347,7 +475,177 @@ impl Accounts {
     }
 }
 
-/// A revision as stored (`int4`); one beyond that range is stored as the largest.
-fn revision(revision: u32) -> i32 {
-    i32::try_from(revision).unwrap_or(i32::MAX)
+/// A revision as stored (`int4`).
+fn revision(revision: u32) -> Result<i32, Error> {
+    i32::try_from(revision).map_err(|_| Error::OutOfRange(format!("revision {revision}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    /// Accounts in memory, with one customer's credit locked.
+    fn accounts(customer: Uuid, credit: &str) -> Accounts {
+        Accounts {
+            credit: HashMap::from([(customer, money(credit))]),
+            ..Accounts::default()
+        }
+    }
+
+    fn request(customer_id: Uuid, order_id: Uuid, revision: u32, amount: &str) -> Request {
+        Request {
+            order_id,
+            customer_id,
+            revision,
+            amount: money(amount),
+        }
+    }
+
+    fn captured(payment: Result<Option<Payment>, Error>) -> bool {
+        matches!(payment, Ok(Some(Payment::Captured { .. })))
+    }
+
+    #[test]
+    fn an_amount_out_of_range_is_a_permanent_error_not_a_panic() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "100.00");
+        for amount in [Decimal::MIN, money("-0.01"), Decimal::MAX] {
+            let outcome = accounts.capture(Request {
+                amount,
+                ..request(customer, order, 1, "0")
+            });
+            assert!(matches!(outcome, Err(Error::OutOfRange(_))), "{outcome:?}");
+        }
+        let outcome = accounts.capture(request(customer, order, u32::MAX, "1.00"));
+        assert!(matches!(outcome, Err(Error::OutOfRange(_))), "{outcome:?}");
+        assert_eq!(accounts.credit[&customer], money("100.00"));
+        assert!(accounts.payments.is_empty() && accounts.answers.is_empty());
+        let handled = messaging::consumer::HandlerError::from(Error::OutOfRange("x".into()));
+        assert!(
+            matches!(handled, messaging::consumer::HandlerError::Permanent(_)),
+            "{handled:?}"
+        );
+    }
+
+    #[test]
+    fn a_refund_that_would_take_the_credit_out_of_range_is_an_error() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "100.00");
+        assert!(captured(
+            accounts.capture(request(customer, order, 1, "60.00"))
+        ));
+        accounts.credit.insert(customer, MAX_MONEY);
+        let refund = accounts.release(order);
+        assert!(matches!(refund, Err(Error::OutOfRange(_))), "{refund:?}");
+    }
+
+    #[test]
+    fn a_reservation_after_the_release_captures_nothing() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "100.00");
+        assert_eq!(accounts.release(order).unwrap(), None);
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 1, "10.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 2, "10.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(accounts.reservation_failed(order, 3).unwrap(), None);
+        assert_eq!(accounts.credit[&customer], money("100.00"));
+        let answered = accounts.answered(order);
+        assert!(answered.is_final && answered.revision == 0, "{answered:?}");
+    }
+
+    #[test]
+    fn a_release_after_a_capture_refunds_it_and_is_final() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "100.00");
+        assert!(captured(
+            accounts.capture(request(customer, order, 1, "30.00"))
+        ));
+        assert_eq!(accounts.release(order).unwrap(), Some(money("30.00")));
+        assert_eq!(accounts.release(order).unwrap(), None, "released twice");
+        // Later revisions, redriven or not, are not paid for.
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 2, "5.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(accounts.credit[&customer], money("100.00"));
+    }
+
+    #[test]
+    fn answers_for_older_revisions_change_nothing_failures_included() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "100.00");
+        assert!(captured(
+            accounts.capture(request(customer, order, 1, "30.00"))
+        ));
+        assert!(captured(
+            accounts.capture(request(customer, order, 2, "40.00"))
+        ));
+        // Revision 1 redriven after revision 2 was captured.
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 1, "30.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(accounts.credit[&customer], money("60.00"));
+
+        // Revision 3 failed at stock: the capture of 2 is refunded, and revision 3 (or 2)
+        // redriven later is not paid for, though payment never captured revision 3.
+        assert_eq!(
+            accounts.reservation_failed(order, 3).unwrap(),
+            Some(money("40.00"))
+        );
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 3, "50.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 2, "40.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(accounts.credit[&customer], money("100.00"));
+        // The order is not over: stock may hold revision 4.
+        assert!(captured(
+            accounts.capture(request(customer, order, 4, "20.00"))
+        ));
+        assert_eq!(accounts.credit[&customer], money("80.00"));
+    }
+
+    #[test]
+    fn a_decline_is_final() {
+        let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut accounts = accounts(customer, "10.00");
+        let declined = accounts.capture(request(customer, order, 1, "20.00"));
+        assert!(
+            matches!(declined, Ok(Some(Payment::Declined { .. }))),
+            "{declined:?}"
+        );
+        assert_eq!(
+            accounts
+                .capture(request(customer, order, 2, "1.00"))
+                .unwrap(),
+            None
+        );
+        assert_eq!(accounts.reservation_failed(order, 3).unwrap(), None);
+        assert_eq!(accounts.credit[&customer], money("10.00"));
+    }
 }

@@ -1,11 +1,15 @@
 //! Capturing payments against a real PostgreSQL database: new and known customers, short
-//! credit, repeats, new revisions of an order, refunds, whole batches decided in one
-//! transaction, and racing payments of shared customers.
+//! credit, repeats, new revisions of an order, refunds, releases and late messages, whole
+//! batches decided in one transaction, and racing payments of shared customers.
 
 #![allow(clippy::unwrap_used)]
 
+use contracts::Contract;
 use contracts::payments::PaymentCaptured;
+use contracts::stock::{StockReleased, StockReserved};
+use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
 use messaging::outbox::{Metadata, OutgoingMessage};
+use payment::handler::PaymentHandler;
 use payment::payments::{Accounts, Payment, Request};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
@@ -203,12 +207,12 @@ async fn payments_of(pool: &PgPool, order_id: Uuid) -> Vec<(i32, String, Decimal
     .unwrap()
 }
 
-async fn refund_earlier(pool: &PgPool, order_id: Uuid, revision: u32) -> Option<Decimal> {
+async fn reservation_failed(pool: &PgPool, order_id: Uuid, revision: u32) -> Option<Decimal> {
     let mut tx = pool.begin().await.unwrap();
     let mut accounts = Accounts::load(&mut tx, &[order_id], &[], money(STARTING))
         .await
         .unwrap();
-    let refunded = accounts.refund_earlier(order_id, revision).unwrap();
+    let refunded = accounts.reservation_failed(order_id, revision).unwrap();
     accounts.save(&mut tx, &[]).await.unwrap();
     tx.commit().await.unwrap();
     refunded
@@ -288,25 +292,119 @@ async fn a_failed_reservation_refunds_the_capture_once_and_a_later_revision_pays
         .await
         .unwrap();
     assert_eq!(
-        refund_earlier(&db.pool, order, 1).await,
+        reservation_failed(&db.pool, order, 1).await,
         None,
         "same revision"
     );
     assert_eq!(
-        refund_earlier(&db.pool, order, 2).await,
+        reservation_failed(&db.pool, order, 2).await,
         Some(money("25.00"))
     );
-    assert_eq!(refund_earlier(&db.pool, order, 2).await, None, "a repeat");
+    assert_eq!(
+        reservation_failed(&db.pool, order, 2).await,
+        None,
+        "a repeat"
+    );
     assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
     assert_eq!(recorded(&db.pool, order).await, (None, 1));
 
     // Stock held revision 3 after failing revision 2: payment captures it.
     let third = capture_revision(&db.pool, customer, order, 3, "10.00").await;
     assert!(matches!(third, Some(Payment::Captured { .. })), "{third:?}");
-    assert_eq!(refund_earlier(&db.pool, order, 2).await, None, "stale");
+    assert_eq!(reservation_failed(&db.pool, order, 2).await, None, "stale");
     assert_eq!(credit(&db.pool, customer).await, Some(money("90.00")));
     // Nothing for an order that was never paid.
-    assert_eq!(refund_earlier(&db.pool, Uuid::new_v4(), 5).await, None);
+    assert_eq!(reservation_failed(&db.pool, Uuid::new_v4(), 5).await, None);
+}
+
+async fn release(pool: &PgPool, order_id: Uuid) -> Option<Decimal> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut accounts = Accounts::load(&mut tx, &[order_id], &[], money(STARTING))
+        .await
+        .unwrap();
+    let refunded = accounts.release(order_id).unwrap();
+    accounts.save(&mut tx, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    refunded
+}
+
+/// (highest revision answered, final) as stored.
+async fn answered(pool: &PgPool, order_id: Uuid) -> Option<(i32, bool)> {
+    sqlx::query_as("SELECT revision, final FROM orders_answered WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_release_refunds_the_capture_and_nothing_later_is_paid_for() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    capture_revision(&db.pool, customer, order, 1, "30.00")
+        .await
+        .unwrap();
+    assert_eq!(release(&db.pool, order).await, Some(money("30.00")));
+    assert_eq!(answered(&db.pool, order).await, Some((1, true)));
+    assert_eq!(release(&db.pool, order).await, None, "a repeat");
+
+    // Revision 1 redriven, and a revision stock could never hold after the release.
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 1, "30.00").await,
+        None
+    );
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 2, "10.00").await,
+        None
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert_eq!(
+        payments_of(&db.pool, order).await,
+        [(1, "refunded".to_owned(), money("30.00"))]
+    );
+    assert_eq!(recorded(&db.pool, order).await, (None, 1));
+}
+
+#[tokio::test]
+async fn a_reservation_that_arrives_after_the_release_captures_nothing() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    // The order failed before payment heard of it (its reservation was dead-lettered, say).
+    assert_eq!(release(&db.pool, order).await, None);
+    assert_eq!(answered(&db.pool, order).await, Some((0, true)));
+    assert_eq!(capture(&db.pool, customer, order, "30.00").await, None);
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert!(payments_of(&db.pool, order).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_redriven_revision_is_not_paid_for_once_a_later_one_was_answered() {
+    let db = database().await;
+    let (customer, order, failed) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    capture_revision(&db.pool, customer, order, 1, "10.00")
+        .await
+        .unwrap();
+    capture_revision(&db.pool, customer, order, 2, "20.00")
+        .await
+        .unwrap();
+    // Revision 1 redriven after the capture of revision 2.
+    assert_eq!(
+        capture_revision(&db.pool, customer, order, 1, "10.00").await,
+        None
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("80.00")));
+    assert_eq!(answered(&db.pool, order).await, Some((2, false)));
+
+    // Another order's revision 2 failed at stock before payment ever saw revision 1: revision 1
+    // arriving late is not paid for, though nothing was captured for the order yet.
+    assert_eq!(reservation_failed(&db.pool, failed, 2).await, None);
+    assert_eq!(answered(&db.pool, failed).await, Some((2, false)));
+    assert_eq!(
+        capture_revision(&db.pool, customer, failed, 1, "5.00").await,
+        None
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("80.00")));
+    assert!(payments_of(&db.pool, failed).await.is_empty());
 }
 
 #[tokio::test]
@@ -474,7 +572,10 @@ async fn grow(conn: &mut sqlx::PgConnection, rows: i32) {
              INSERT INTO payments (payment_id, order_id, customer_id, amount, status, revision)
              SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'captured', 1
              FROM generate_series(1, $1)
-             RETURNING customer_id
+             RETURNING order_id, customer_id
+         ), answered AS (
+             INSERT INTO orders_answered (order_id, revision, final)
+             SELECT order_id, 1, false FROM paid
          )
          INSERT INTO customers (customer_id, credit) SELECT customer_id, 99 FROM paid",
     )
@@ -504,7 +605,7 @@ async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
         pay_in(conn, request).await
     };
     grow(&mut conn, 100).await;
-    sqlx::query("ANALYZE payments, customers")
+    sqlx::query("ANALYZE payments, customers, orders_answered")
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -518,7 +619,8 @@ async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
     let scans = async |tx: &mut sqlx::PgConnection| {
         let payments = test_support::unreported_seq_scans(tx, "payments").await;
         let customers = test_support::unreported_seq_scans(tx, "customers").await;
-        (payments.unwrap(), customers.unwrap())
+        let answered = test_support::unreported_seq_scans(tx, "orders_answered").await;
+        (payments.unwrap(), customers.unwrap(), answered.unwrap())
     };
     let before = scans(&mut tx).await;
     let captured = pay(&mut tx, "1.00").await;
@@ -539,4 +641,110 @@ async fn a_capture_never_scans_the_tables_they_grew_from_empty() {
     drop(tx);
     drop(conn);
     db.drop_now().await.unwrap();
+}
+
+/// A message of the stock topic as the consumer hands it over, with `payload` as it came.
+fn incoming(order_id: Uuid, message_type: &str, version: u16, payload: String) -> IncomingMessage {
+    IncomingMessage {
+        topic: contracts::topics::STOCK.to_owned(),
+        partition: 0,
+        offset: 0,
+        key: Some(order_id.to_string()),
+        message_type: message_type.to_owned(),
+        schema_version: version,
+        payload: payload.into_bytes(),
+        metadata: Metadata {
+            message_id: Uuid::now_v7(),
+            correlation_id: order_id,
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+        },
+    }
+}
+
+fn reserved(customer_id: Uuid, order_id: Uuid, revision: u32, amount: &str) -> IncomingMessage {
+    let payload = format!(
+        r#"{{"orderId": "{order_id}", "customerId": "{customer_id}", "revision": {revision},
+            "amount": "{amount}"}}"#
+    );
+    incoming(
+        order_id,
+        StockReserved::TYPE,
+        StockReserved::VERSION,
+        payload,
+    )
+}
+
+fn released(order_id: Uuid) -> IncomingMessage {
+    let payload = format!(r#"{{"orderId": "{order_id}"}}"#);
+    incoming(
+        order_id,
+        StockReleased::TYPE,
+        StockReleased::VERSION,
+        payload,
+    )
+}
+
+/// A batch through the handler, in a transaction committed if it succeeds.
+async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), HandlerError> {
+    let handler = PaymentHandler {
+        starting_credit: money(STARTING),
+    };
+    let traced: Vec<Traced<'_>> = (messages.iter())
+        .map(|message| Traced {
+            message,
+            span: tracing::Span::none(),
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    handler.handle(&mut tx, &traced).await?;
+    tx.commit().await.unwrap();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_amount_that_once_made_payment_panic_is_a_permanent_failure() {
+    let db = database().await;
+    let (customer, good, bad) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let overflowing = reserved(customer, bad, 1, "-79228162514264337593543950335");
+    let batch = [reserved(customer, good, 1, "10.00"), overflowing.clone()];
+    let outcome = handle(&db.pool, &batch).await;
+    assert!(
+        matches!(&outcome, Err(HandlerError::Permanent(reason)) if reason.contains("amount")),
+        "{outcome:?}"
+    );
+    // The consumer replays a failed batch message by message: the good one is paid for, the
+    // bad one fails alone, again permanently (it is dead-lettered).
+    handle(&db.pool, &batch[..1]).await.unwrap();
+    let alone = handle(&db.pool, &[overflowing]).await;
+    assert!(
+        matches!(alone, Err(HandlerError::Permanent(_))),
+        "{alone:?}"
+    );
+    assert_eq!(credit(&db.pool, customer).await, Some(money("90.00")));
+    assert!(payments_of(&db.pool, bad).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_release_through_the_handler_refunds_and_a_redriven_reservation_captures_nothing() {
+    let db = database().await;
+    let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = reserved(customer, order, 1, "30.00");
+    handle(&db.pool, std::slice::from_ref(&first))
+        .await
+        .unwrap();
+    assert_eq!(credit(&db.pool, customer).await, Some(money("70.00")));
+
+    handle(&db.pool, &[released(order)]).await.unwrap();
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    // Redriven from the dead letters: a new delivery of the same reservation.
+    handle(&db.pool, &[first]).await.unwrap();
+    assert_eq!(credit(&db.pool, customer).await, Some(money(STARTING)));
+    assert_eq!(
+        payments_of(&db.pool, order).await,
+        [(1, "refunded".to_owned(), money("30.00"))]
+    );
+    // One reply: the capture. A release answers nothing.
+    assert_eq!(recorded(&db.pool, order).await, (None, 1));
 }

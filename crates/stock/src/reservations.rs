@@ -204,6 +204,8 @@ pub struct Ledger {
     taken: Quantities,
     /// Units added to `reserved` per product so far (negative: released or sold).
     reserved: Quantities,
+    /// What was reserved of the products read, when they were read.
+    reserved_read: Quantities,
 }
 
 impl Ledger {
@@ -256,12 +258,16 @@ impl Ledger {
             .execute(&mut *conn)
             .await?;
         let involved: Vec<i64> = involved.into_iter().collect();
-        let rows: Vec<(i64, i32)> =
-            sqlx::query_as("SELECT product_id, available FROM products WHERE product_id = ANY($1)")
-                .bind(&involved)
-                .fetch_all(&mut *conn)
-                .await?;
-        ledger.available = rows.into_iter().map(|(p, a)| (p, i64::from(a))).collect();
+        let rows: Vec<(i64, i32, i32)> = sqlx::query_as(
+            "SELECT product_id, available, reserved FROM products WHERE product_id = ANY($1)",
+        )
+        .bind(&involved)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (product, available, reserved) in rows {
+            ledger.available.insert(product, i64::from(available));
+            ledger.reserved_read.insert(product, i64::from(reserved));
+        }
         Ok(ledger)
     }
 
@@ -442,6 +448,12 @@ impl Ledger {
             int4(
                 self.available.get(product).copied().unwrap_or(0),
                 "units available",
+            )?;
+            let reserved_read = self.reserved_read.get(product).copied().unwrap_or(0);
+            let reserved = self.reserved.get(product).copied().unwrap_or(0);
+            int4(
+                add(reserved_read, reserved, "units reserved")?,
+                "units reserved",
             )?;
         }
         let products: Vec<i64> = products.into_iter().collect();

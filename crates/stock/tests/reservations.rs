@@ -423,7 +423,7 @@ async fn reading_reservations_never_scans_the_table_it_grew_from_empty() {
 /// A count that would leave the `integer` range is the message's permanent failure: nothing is
 /// written, and the consumer dead-letters the message instead of retrying it forever.
 #[tokio::test]
-async fn a_release_that_would_overflow_the_stock_is_a_permanent_error() {
+async fn a_change_that_would_overflow_the_stock_is_a_permanent_error() {
     let db = database().await;
     let order = Uuid::new_v4();
     hold(&db.pool, order, 1, &[line(1, 5)]).await;
@@ -440,6 +440,18 @@ async fn a_release_that_would_overflow_the_stock_is_a_permanent_error() {
     assert!(matches!(handled, HandlerError::Permanent(_)), "{handled:?}");
     assert_eq!(product(&db.pool, 1).await, (2147483645, 5));
     assert_eq!(status(&db.pool, order).await, (1, "reserved".to_owned()));
+
+    // The same for units that would leave `reserved` out of range.
+    sqlx::query("UPDATE products SET reserved = 2147483647 - 1 WHERE product_id = 2")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let outcome = reservations::hold(&mut tx, Uuid::new_v4(), 1, &[line(2, 2)]).await;
+    assert!(
+        matches!(outcome, Err(Error::Overflow("units reserved"))),
+        "{outcome:?}"
+    );
     db.drop_now().await.unwrap();
 }
 

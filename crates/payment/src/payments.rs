@@ -6,7 +6,8 @@
 //! what a transaction read and applies one message after another, so a whole micro-batch of
 //! messages costs the same three round trips as one message:
 //!
-//! 1. read the payments of the batch's orders ([`Accounts::load`]);
+//! 1. read the payments of the batch's orders and what was answered for them
+//!    ([`Accounts::load`]);
 //! 2. lock the batch's customers and read their credit, in one statement that also creates a
 //!    customer seen for the first time, with the starting credit;
 //! 3. decide each message in memory ([`Accounts::capture`], [`Accounts::reservation_failed`],
@@ -284,7 +285,7 @@ impl Accounts {
         let payment_id = Uuid::now_v7();
         let (status, payment) = if *credit >= request.amount {
             *credit = (credit.checked_sub(request.amount))
-                .ok_or_else(|| Error::OutOfRange(format!("credit − {}", request.amount)))?;
+                .ok_or_else(|| Error::OutOfRange(format!("credit - {}", request.amount)))?;
             self.credited.insert(request.customer_id);
             (Status::Captured, Payment::Captured { payment_id })
         } else {

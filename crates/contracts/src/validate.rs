@@ -9,7 +9,11 @@
 //!
 //! The bounds are those of the order domain, which produces every line and total (an order
 //! whose lines break them is refused at the HTTP edge with 422), and of the `numeric(14,2)`
-//! columns money is stored in. Rules that say what a message means rather than its ranges:
+//! columns money is stored in. They are repeated here because `contracts` depends on no
+//! service: change them together with `order::domain::values`, and only upwards, since a bound
+//! lowered here would refuse the messages of orders accepted under the old one. The revision
+//! bound must stay above the most changes a pending order accepts. Rules that say what a
+//! message means rather than its ranges:
 //!
 //! - an order message (placed, lines changed, completed, failed) carries the order's whole set
 //!   of lines, which is never empty (the order refuses an empty order and the removal of its last

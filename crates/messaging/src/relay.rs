@@ -54,8 +54,9 @@
 //!
 //! A row Kafka refuses for good (too large for its topic, a topic that does not exist) blocks
 //! its key, and only its key: the relay leaves that key out of its batches for
-//! [`RelayConfig::poison_retry`], then tries again. The row is logged each time, and
-//! `outbox_oldest_pending_age_seconds` grows until someone fixes the topic or the row.
+//! [`RelayConfig::poison_retry`], then tries again (a retry that fails the producer again makes
+//! the other unacknowledged rows of its batch go out once more). The row is logged each time,
+//! and `outbox_oldest_pending_age_seconds` grows until someone fixes the topic or the row.
 //!
 //! # One active relay per outbox: the lease
 //!
@@ -286,7 +287,8 @@ impl Relay {
             .set("bootstrap.servers", &kafka.brokers)
             // Idempotence implies acks=all and in-order, duplicate-free retries per partition;
             // gap-less and no timeout make it never write a message after one it failed (see
-            // the module docs). Per-key order depends on all three.
+            // the module docs). Per-key order depends on all three. (librdkafka warns at start
+            // that the gap-less property is experimental.)
             .set("enable.idempotence", "true")
             .set("enable.gapless.guarantee", "true")
             .set("message.timeout.ms", "0")

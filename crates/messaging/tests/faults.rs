@@ -135,6 +135,7 @@ async fn a_relay_killed_mid_run_and_restarted_loses_nothing_and_nothing_is_appli
 }
 
 /// Sends `signal` (`STOP`, `CONT`) to the child.
+#[allow(clippy::unwrap_used)]
 fn signal(process: &Process, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))

@@ -133,3 +133,142 @@ async fn a_relay_killed_mid_run_and_restarted_loses_nothing_and_nothing_is_appli
     );
     consumer.stop().await;
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to the child.
+#[allow(clippy::unwrap_used)]
+fn signal(process: &Process, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(process.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The relay holding the lease is stopped (SIGSTOP: its renewals stop exactly as a vanished
+/// host's would, and its TCP connections stay up). A stand-by takes over within a few seconds
+/// and publishes the rest; woken up, the stopped one marks nothing: everything is applied
+/// once and in per-key order.
+#[tokio::test]
+async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_when_woken() {
+    let _serial = SERIAL.lock().await;
+    let world = World::new().await;
+    const TOTAL: usize = 20_000;
+    const KEYS: usize = 50;
+    let mut ids = Vec::new();
+    for chunk in common::messages(TOTAL, KEYS).chunks(2000) {
+        ids.extend(commit(world.pool(), chunk).await);
+    }
+    let consumer = world.start_consumer(&unique("c"));
+
+    let spawn_relay = || {
+        Process(
+            Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+                .arg(&world.db.name)
+                .env(
+                    "SHOP_KAFKA__TOPIC_PREFIX",
+                    &world.settings.kafka.topic_prefix,
+                )
+                .env("SHOP_RELAY_BATCH_SIZE", "200")
+                .env("SHOP_RELAY_LEASE_TTL_MS", "3000")
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let published = || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+                .fetch_one(world.pool())
+                .await
+                .unwrap();
+        n as usize
+    };
+    let epoch = || async {
+        let e: i64 = sqlx::query_scalar("SELECT epoch FROM outbox_lease")
+            .fetch_one(world.pool())
+            .await
+            .unwrap();
+        e
+    };
+
+    let first = spawn_relay();
+    eventually(
+        Duration::from_secs(20),
+        "the first relay publishing",
+        || async { Ok((published().await >= 2000).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let first_epoch = epoch().await;
+    let _second = spawn_relay();
+    signal(&first, "STOP");
+    let stopped = std::time::Instant::now();
+    let at_stop = published().await;
+    assert!(
+        at_stop < TOTAL,
+        "the relay finished before it was stopped; the test proves nothing"
+    );
+
+    // The TTL (3 s) plus the stand-by's retry interval (0.5 s), and some slack.
+    eventually(
+        Duration::from_secs(8),
+        "the stand-by takes the lease",
+        || async { Ok((epoch().await > first_epoch).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let took_over = stopped.elapsed();
+    let second_epoch = epoch().await;
+    world
+        .assert_applied_exactly_once(&ids, Duration::from_secs(45))
+        .await;
+
+    signal(&first, "CONT");
+    // More rows after the wake-up: the woken relay must find it lost the lease and leave them
+    // to the holder.
+    let late: Vec<_> = (0..200)
+        .map(|i| common::message(&format!("late-{}", i % 10), i / 10))
+        .collect();
+    ids.extend(commit(world.pool(), &late).await);
+    world
+        .assert_applied_exactly_once(&ids, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        epoch().await,
+        second_epoch,
+        "the woken relay took the lease back"
+    );
+    let stale_marks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox o, outbox_lease l
+         WHERE o.published_epoch = $1 AND o.published_at >= l.acquired_at",
+    )
+    .bind(first_epoch)
+    .fetch_one(world.pool())
+    .await
+    .unwrap();
+    assert_eq!(stale_marks, 0, "rows marked under the stale lease");
+    let late_epochs: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT DISTINCT published_epoch FROM outbox WHERE message_key LIKE 'late-%'",
+    )
+    .fetch_all(world.pool())
+    .await
+    .unwrap();
+    assert_eq!(late_epochs, [Some(second_epoch)]);
+
+    let mut per_key: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for e in world.effects().await {
+        per_key.entry(e.key.unwrap()).or_default().push(e.n);
+    }
+    assert_eq!(per_key.len(), KEYS + 10);
+    for (key, ns) in &per_key {
+        let expected: Vec<i64> = (0..ns.len() as i64).collect();
+        assert_eq!(ns, &expected, "effects of {key} in outbox order");
+    }
+    eprintln!(
+        "stopped after {at_stop} rows marked; taken over after {took_over:?}; \
+         duplicates redelivered and skipped: {}",
+        consumer.stats.duplicates()
+    );
+    consumer.stop().await;
+}

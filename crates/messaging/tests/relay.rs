@@ -102,7 +102,7 @@ async fn only_the_lease_holder_publishes_and_a_stand_by_takes_over_when_it_goes(
     assert_eq!(report.published, 0);
     assert_eq!(world.unpublished().await, 2);
 
-    // Dropping the holder closes its session, which frees the advisory lock.
+    // Dropping the holder expires its lease.
     drop(active);
     let stand_by = std::sync::Arc::new(tokio::sync::Mutex::new(stand_by));
     let report = test_support::eventually(
@@ -366,20 +366,21 @@ async fn publishing_and_cleaning_up_never_scan_an_outbox_that_grew_from_empty() 
         "nothing is past the retention"
     );
 
-    // A session reports its statistics at the latest when it ends, before it lets go of its
-    // locks: once the lease is free, the relay's scans are all counted.
+    // A session reports its statistics at the latest when it ends: once the relay's session is
+    // gone, its scans are all counted.
     drop(relay);
     let pool = world.pool().clone();
     test_support::eventually(Duration::from_secs(10), "the relay's session ends", || {
         let pool = pool.clone();
         async move {
-            let leases: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                 WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            let sessions: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1",
             )
+            .bind(messaging::relay::SESSION_NAME)
             .fetch_one(&pool)
             .await?;
-            Ok((leases == 0).then_some(()))
+            Ok((sessions == 0).then_some(()))
         }
     })
     .await
@@ -392,5 +393,313 @@ async fn publishing_and_cleaning_up_never_scan_an_outbox_that_grew_from_empty() 
     assert!(
         read < grown.into(),
         "the relay scanned the grown outbox ({read} rows read)"
+    );
+}
+
+/// The lease row's epoch.
+#[allow(clippy::unwrap_used)]
+async fn lease_epoch(world: &World) -> i64 {
+    sqlx::query_scalar("SELECT epoch FROM outbox_lease")
+        .fetch_one(world.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_holder_that_stops_renewing_is_replaced_after_the_ttl_and_then_stands_by() {
+    let world = World::new().await;
+    let config = RelayConfig {
+        lease_ttl: Duration::from_secs(1),
+        ..RelayConfig::default()
+    };
+    let mut first = world.relay_with(config.clone());
+    let mut second = world.relay_with(config);
+    commit(world.pool(), &common::messages(3, 1)).await;
+    assert_eq!(drain(&mut first).await, 3);
+    let first_epoch = lease_epoch(&world).await;
+    assert!(!second.publish_batch().await.unwrap().lease_held);
+
+    // `first` is not called again: it renews nothing, as if its host had vanished.
+    commit(world.pool(), &common::messages(2, 1)).await;
+    let second = std::sync::Arc::new(tokio::sync::Mutex::new(second));
+    let report = test_support::eventually(
+        Duration::from_secs(5),
+        "the stand-by takes the expired lease",
+        || {
+            let second = second.clone();
+            async move {
+                let report = second.lock().await.publish_batch().await?;
+                Ok(report.lease_held.then_some(report))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.published, 2);
+    let second_epoch = lease_epoch(&world).await;
+    assert!(second_epoch > first_epoch);
+
+    // Woken up, the first finds another epoch when it renews, and stands by.
+    commit(world.pool(), &common::messages(1, 1)).await;
+    let report = first.publish_batch().await.unwrap();
+    assert!(!report.lease_held);
+    assert_eq!(report.published, 0);
+    assert!(!first.holds_lease());
+    assert_eq!(
+        second.lock().await.publish_batch().await.unwrap().published,
+        1
+    );
+    let epochs: Vec<(Option<i64>, i64)> =
+        sqlx::query_as("SELECT published_epoch, count(*) FROM outbox GROUP BY 1 ORDER BY 1")
+            .fetch_all(world.pool())
+            .await
+            .unwrap();
+    assert_eq!(epochs, [(Some(first_epoch), 3), (Some(second_epoch), 3)]);
+}
+
+/// A payload of `len` characters that lz4 cannot shrink (the broker's size limit applies to
+/// the compressed record batch).
+fn incompressible(len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut s = String::with_capacity(len + 16);
+    while s.len() < len {
+        for b in uuid::Uuid::new_v4().as_bytes() {
+            s.push(char::from(ALPHABET[usize::from(b & 63)]));
+        }
+    }
+    s.truncate(len);
+    s
+}
+
+/// A message of key `key` for [`SMALL_TOPIC`] whose payload is padded to about `size` bytes.
+fn padded(key: &str, n: i64, size: usize) -> outbox::OutgoingMessage {
+    outbox::OutgoingMessage {
+        topic: SMALL_TOPIC,
+        payload: serde_json::json!({ "n": n, "pad": incompressible(size) }).to_string(),
+        ..message(key, n)
+    }
+}
+
+/// A topic whose records may not exceed [`SMALL_LIMIT`] bytes.
+const SMALL_TOPIC: &str = "relay.small-records";
+const SMALL_LIMIT: usize = 500_000;
+
+#[allow(clippy::unwrap_used)]
+async fn set_topic_limit(world: &World, create: bool, limit: usize) {
+    use rdkafka::admin::{
+        AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &world.settings.kafka.brokers)
+        .create()
+        .unwrap();
+    let topic = world.topic(SMALL_TOPIC);
+    let limit = limit.to_string();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if create {
+        let new =
+            NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
+        for result in admin.create_topics(&[new], &options).await.unwrap() {
+            result.unwrap();
+        }
+    } else {
+        let alter =
+            AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("max.message.bytes", &limit);
+        for result in admin.alter_configs(&[alter], &options).await.unwrap() {
+            result.unwrap();
+        }
+    }
+}
+
+/// How many records the topic's partitions hold.
+#[allow(clippy::unwrap_used)]
+fn records_in(world: &World, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &world.settings.kafka.brokers)
+        .set("group.id", unique("watermarks"))
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// Which of `ids` are marked published.
+#[allow(clippy::unwrap_used)]
+async fn marked(world: &World, ids: &[uuid::Uuid]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for id in ids {
+        let published: bool =
+            sqlx::query_scalar("SELECT published_at IS NOT NULL FROM outbox WHERE message_id = $1")
+                .bind(id)
+                .fetch_one(world.pool())
+                .await
+                .unwrap();
+        out.push(published);
+    }
+    out
+}
+
+/// A row Kafka refuses in the middle of a key's rows: the key's later rows are neither marked
+/// nor written before it, the other keys go on, and once the topic accepts the row the key
+/// goes out in order.
+#[tokio::test]
+async fn a_refused_row_holds_back_the_later_rows_of_its_key_and_only_those() {
+    let world = World::new().await;
+    set_topic_limit(&world, true, SMALL_LIMIT).await;
+    let config = RelayConfig {
+        poison_retry: Duration::from_millis(500),
+        ..RelayConfig::default()
+    };
+    let mut relay = world.relay_with(config);
+
+    let first = commit(world.pool(), &[padded("order-a", 1, 100)]).await;
+    assert_eq!(drain(&mut relay).await, 1);
+    // Too large for the topic, then one that fits but not in the same record batch as the
+    // too-large one (librdkafka's batch.size is 1 MB), so that it travels in a request of its
+    // own, after the refused one; and another key's rows around them.
+    let rows = [
+        message("order-b", 1),
+        padded("order-a", 2, 800_000),
+        message("order-b", 2),
+        padded("order-a", 3, 300_000),
+        message("order-b", 3),
+    ];
+    let ids = commit(world.pool(), &rows).await;
+    let (refused, after) = (ids[1], ids[3]);
+    let others = [ids[0], ids[2], ids[4]];
+    match relay.publish_batch().await {
+        Err(messaging::RelayError::Delivery { .. }) => {}
+        other => panic!("the batch with the refused row should fail, not {other:?}"),
+    }
+    assert_eq!(marked(&world, &[refused, after]).await, [false, false]);
+
+    // The other key goes on while this one waits (retrying now and then, failing again).
+    let relay = std::sync::Arc::new(tokio::sync::Mutex::new(relay));
+    test_support::eventually(
+        Duration::from_secs(20),
+        "the other key's rows published",
+        || {
+            let relay = relay.clone();
+            let world = &world;
+            async move {
+                let _ = relay.lock().await.publish_batch().await;
+                let state = marked(world, &[refused, after]).await;
+                assert_eq!(state, [false, false], "a row of order-a marked");
+                Ok(marked(world, &others)
+                    .await
+                    .iter()
+                    .all(|m| *m)
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Not even written: the producer wrote nothing of the partition after the refused row.
+    assert_eq!(records_in(&world, &world.topic(SMALL_TOPIC), 1), 1);
+
+    set_topic_limit(&world, false, 2_000_000).await;
+    test_support::eventually(
+        Duration::from_secs(30),
+        "order-a published once the topic takes its row",
+        || {
+            let relay = relay.clone();
+            let world = &world;
+            async move {
+                let _ = relay.lock().await.publish_batch().await;
+                Ok(marked(world, &[refused, after])
+                    .await
+                    .iter()
+                    .all(|m| *m)
+                    .then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let records = read_topic(
+        &world.settings,
+        &world.topic(SMALL_TOPIC),
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
+    let order: Vec<String> = records
+        .iter()
+        .map(|r| r.header(h::MESSAGE_ID).unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        order,
+        [first[0], refused, after].map(|id| id.to_string()),
+        "order-a's rows on the topic in outbox order"
+    );
+}
+
+/// Every relay metric family in docs/operations.md is exported from the start, counters at 0.
+#[tokio::test]
+async fn the_relay_metric_families_exist_before_anything_is_published() {
+    let world = World::new().await;
+    platform::metrics::install().unwrap();
+    let _relay = world.relay();
+    let text = platform::metrics::render();
+    for family in [
+        "relay_published_total",
+        "relay_publish_errors_total",
+        "outbox_pending",
+        "outbox_oldest_pending_age_seconds",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(family)),
+            "{family} missing from:\n{text}"
+        );
+    }
+}
+
+/// A row whose delivery fails on a partition of its own (here a topic name Kafka refuses),
+/// while the next row of its key, on another topic, is acknowledged: that one is not marked
+/// either, so it goes out again after the failed one.
+#[tokio::test]
+async fn an_acknowledged_row_after_a_failed_one_of_its_key_is_not_marked() {
+    let world = World::new().await;
+    let mut relay = world.relay();
+    let rows = [
+        message("order-b", 1),
+        outbox::OutgoingMessage {
+            topic: "no such topic!",
+            ..message("order-a", 1)
+        },
+        message("order-a", 2),
+        message("order-b", 2),
+    ];
+    let ids = commit(world.pool(), &rows).await;
+    match relay.publish_batch().await {
+        Err(messaging::RelayError::Delivery { failed: 1, .. }) => {}
+        other => panic!("one row of the batch should fail, not {other:?}"),
+    }
+    assert_eq!(marked(&world, &ids).await, [true, false, false, true]);
+    // Refused for good: the key waits (RelayConfig::poison_retry), the relay goes on.
+    commit(world.pool(), &[message("order-b", 3)]).await;
+    assert_eq!(relay.publish_batch().await.unwrap().published, 1);
+    assert_eq!(marked(&world, &ids).await, [true, false, false, true]);
+    // Acknowledged all the same: it was on the topic, and will be again after order-a's first.
+    let records = read_topic(
+        &world.settings,
+        &world.topic(common::TOPIC),
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.header(h::MESSAGE_ID) == Some(ids[2].to_string().as_str()))
     );
 }

@@ -2,7 +2,7 @@
 //!
 //! Services run their relay in-process; this binary exists so one can run on its own (and be
 //! SIGKILLed in fault drills). Server addresses come from the usual `SHOP_*` settings;
-//! `SHOP_RELAY_BATCH_SIZE` overrides the batch size.
+//! `SHOP_RELAY_BATCH_SIZE` overrides the batch size, `SHOP_RELAY_LEASE_TTL_MS` the lease's TTL.
 
 use anyhow::Context;
 use messaging::{Relay, RelayConfig};
@@ -19,6 +19,10 @@ async fn main() -> anyhow::Result<()> {
     let mut config = RelayConfig::default();
     if let Ok(size) = std::env::var("SHOP_RELAY_BATCH_SIZE") {
         config.batch_size = size.parse().context("SHOP_RELAY_BATCH_SIZE")?;
+    }
+    if let Ok(ttl) = std::env::var("SHOP_RELAY_LEASE_TTL_MS") {
+        config.lease_ttl =
+            std::time::Duration::from_millis(ttl.parse().context("SHOP_RELAY_LEASE_TTL_MS")?);
     }
     let pool = platform::postgres::connect(&settings.postgres, &database)
         .await

@@ -174,6 +174,12 @@ impl Stack {
         .unwrap();
     }
 
+    /// The process id of each running component: a component that crashed and was started
+    /// again has another one.
+    pub fn pids(&self) -> std::collections::BTreeMap<&'static str, u32> {
+        self.children.iter().map(|(name, child)| (*name, child.id())).collect()
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill(&mut self, component: &str) {
         if let Some(mut child) = self.children.remove(component) {

@@ -53,7 +53,8 @@ fn caught_up(brokers: &str, prefix: &str, group: &str, topics: &[&str]) -> anyho
     }))
 }
 
-async fn all_caught_up(stack: &Stack) {
+/// Waits until every consumer group of the stack has committed the end of its topics.
+pub(crate) async fn all_caught_up(stack: &Stack) {
     let brokers = test_support::settings().kafka.brokers;
     test_support::eventually(
         Duration::from_secs(60),

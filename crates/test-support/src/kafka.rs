@@ -68,13 +68,13 @@ impl RawProducer {
         if let Some(partition) = record.partition {
             out = out.partition(partition);
         }
-        let (partition, offset) = self
+        let delivery = self
             .producer
             .send(out, Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)
             .with_context(|| format!("publishing to {topic}"))?;
-        Ok((partition, offset))
+        Ok((delivery.partition, delivery.offset))
     }
 }
 

@@ -177,7 +177,10 @@ impl Stack {
     /// The process id of each running component: a component that crashed and was started
     /// again has another one.
     pub fn pids(&self) -> std::collections::BTreeMap<&'static str, u32> {
-        self.children.iter().map(|(name, child)| (*name, child.id())).collect()
+        self.children
+            .iter()
+            .map(|(name, child)| (*name, child.id()))
+            .collect()
     }
 
     /// SIGKILL: no shutdown code runs.

@@ -294,6 +294,21 @@ pub struct Verifier {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = match &self.inner.keys {
+            Keys::Fixed(_) => "key file",
+            Keys::Jwks(_) => "JWKS",
+        };
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("algorithms", &self.inner.algorithms)
+            .field("keys", &keys)
+            .finish()
+    }
+}
+
 struct Inner {
     issuer: String,
     audience: String,

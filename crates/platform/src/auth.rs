@@ -313,8 +313,10 @@ struct Inner {
     issuer: String,
     audience: String,
     algorithms: Vec<Algorithm>,
+    /// One per accepted algorithm, built once: a token is checked against the one its
+    /// (accepted) header names.
+    validations: Vec<(Algorithm, Validation)>,
     role_claim: Vec<String>,
-    leeway: u64,
     keys: Keys,
 }
 
@@ -351,9 +353,12 @@ impl Verifier {
             inner: Arc::new(Inner {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
+                validations: algorithms
+                    .iter()
+                    .map(|&algorithm| (algorithm, validation(algorithm, settings)))
+                    .collect(),
                 algorithms,
                 role_claim: settings.role_claim.split('.').map(str::to_owned).collect(),
-                leeway: settings.leeway_seconds,
                 keys,
             }),
         })
@@ -384,16 +389,15 @@ impl Verifier {
             return Err(AuthError::Algorithm);
         }
 
-        let mut validation = Validation::new(algorithm);
-        validation.set_issuer(&[&inner.issuer]);
-        validation.set_audience(&[&inner.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = inner.leeway;
+        let (_, validation) = inner
+            .validations
+            .iter()
+            .find(|(a, _)| *a == algorithm)
+            .ok_or(AuthError::Algorithm)?;
         let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key.decoding,
-            &validation,
+            validation,
         )
         .map_err(|e| rejection(e.kind()))?
         .claims;
@@ -419,6 +423,18 @@ impl Verifier {
     pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Identity, AuthError> {
         self.verify(bearer_token(headers)?).await
     }
+}
+
+/// The claims checks for tokens signed with `algorithm`: `iss`, `aud`, `exp` and `sub` must be
+/// there, `nbf` is checked when present.
+fn validation(algorithm: Algorithm, settings: &AuthSettings) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&[&settings.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = settings.leeway_seconds;
+    validation
 }
 
 /// The token of an `Authorization: Bearer` header. No header, or another scheme, is

@@ -259,7 +259,7 @@ pub enum SetupError {
 }
 
 /// The asymmetric algorithms of a comma-separated list; HMAC and `none` are refused.
-pub fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, SetupError> {
+fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, SetupError> {
     let mut algorithms = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let algorithm: Algorithm = name

@@ -1,6 +1,7 @@
 //! Start-up code every component shares: typed settings, telemetry, database connections and
 //! graceful shutdown. Nothing here knows about orders, stock or payments.
 
+pub mod auth;
 pub mod health;
 pub mod http;
 pub mod kafka;

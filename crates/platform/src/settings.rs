@@ -15,6 +15,43 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub payment: PaymentSettings,
+    pub auth: AuthSettings,
+}
+
+/// How bearer tokens are verified (see [`crate::auth`]). Locally a key pair under `.local/auth/`
+/// that `./dev` creates; in production an OpenID Connect issuer's JWKS:
+/// `SHOP_AUTH__ISSUER=https://id.example.com/ SHOP_AUTH__AUDIENCE=shop
+/// SHOP_AUTH__JWKS_URL=https://id.example.com/.well-known/jwks.json SHOP_AUTH__ALGORITHMS=RS256`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    /// The only accepted `iss`.
+    pub issuer: String,
+    /// The `aud` a token must name.
+    pub audience: String,
+    /// Accepted signature algorithms, comma-separated (`EdDSA`, `ES256`, `ES384`, `RS256`, …,
+    /// `PS512`). HMAC algorithms and `none` are refused at start: the keys here are public.
+    pub algorithms: String,
+    /// The issuer's JSON Web Key Set; when set, `public_key_file` is not read.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A PEM public key (SPKI), used when no `jwks_url` is set. Relative to the working
+    /// directory; `./dev` passes an absolute path.
+    pub public_key_file: String,
+    /// The `kid` of the local key pair: tokens name it, the verifier looks it up.
+    pub key_id: String,
+    /// The PKCS#8 PEM private key `shop token` signs with. Services never read it.
+    pub private_key_file: String,
+    /// The claim holding the roles: a JSON array of strings (or a space-separated string).
+    /// A dotted name walks into objects, e.g. `realm_access.roles`.
+    pub role_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    /// Least time between two fetches of the key set; a token naming an unknown `kid` triggers
+    /// a fetch only once per interval, so bogus kids cannot hammer the issuer.
+    pub jwks_refetch_seconds: u64,
+    /// Age after which the key set is fetched again on use, so a key the issuer withdrew stops
+    /// verifying.
+    pub jwks_max_age_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +186,18 @@ json_logs = false
 
 [payment]
 starting_credit = "10000.00"
+
+[auth]
+issuer = "urn:shop:dev"
+audience = "shop"
+algorithms = "EdDSA"
+public_key_file = ".local/auth/public.pem"
+key_id = "local"
+private_key_file = ".local/auth/private.pem"
+role_claim = "roles"
+leeway_seconds = 30
+jwks_refetch_seconds = 30
+jwks_max_age_seconds = 3600
 "#;
 
 impl Settings {
@@ -187,5 +236,8 @@ mod tests {
         // Two instances per consumer group, and no more produce requests per relay batch than
         // that (see `KafkaSettings::partitions`).
         assert_eq!(settings.kafka.partitions, 2);
+        // The local key pair of `./dev`, and no JWKS unless configured.
+        assert_eq!(settings.auth.public_key_file, ".local/auth/public.pem");
+        assert_eq!(settings.auth.jwks_url, None);
     }
 }

@@ -17,6 +17,9 @@ components:
   projections  the read models (Redis, MongoDB) and the reports API
   projections rebuild [redis|mongodb]
              wipe and rebuild the read models from the order event store, live
+  token ROLE [UUID]
+             print a bearer token (one hour) for ROLE (customer, viewer or ops), signed with
+             the local private key; with no UUID a new customer id is made
 
 Settings come from SHOP_* variables (see crates/platform/src/settings.rs).";
 
@@ -28,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load().context("loading settings")?;
+    if component == "token" {
+        // Before telemetry: standard output carries the token and nothing else.
+        return token(&settings);
+    }
     platform::telemetry::init_component(&settings.telemetry, &component);
 
     let (trigger, shutdown) = platform::shutdown::channel();
@@ -70,6 +77,22 @@ async fn main() -> anyhow::Result<()> {
     }
     platform::telemetry::shutdown();
     result
+}
+
+/// `shop token ROLE [UUID]`: prints one token on standard output.
+fn token(settings: &Settings) -> anyhow::Result<()> {
+    use platform::auth::{Role, Signer};
+    let role = std::env::args().nth(2).unwrap_or_default();
+    let role = Role::parse(&role)
+        .with_context(|| format!("unknown role {role:?}: customer, viewer or ops\n\n{USAGE}"))?;
+    let subject = match std::env::args().nth(3) {
+        Some(id) => uuid::Uuid::parse_str(&id).with_context(|| format!("{id:?} is not a UUID"))?,
+        None => uuid::Uuid::new_v4(),
+    };
+    let signer = Signer::from_settings(&settings.auth).context("loading the signing key")?;
+    let token = signer.token(subject, &[role], std::time::Duration::from_secs(3600))?;
+    println!("{token}");
+    Ok(())
 }
 
 async fn serve<H: Handler>(

@@ -316,11 +316,11 @@ async fn wait_for_dead_letters(consumer: &common::Running, n: u64) {
         async move { Ok((stats.dead_lettered() >= n).then_some(())) }
     })
     .await
-    .unwrap();
+    .expect("dead-lettered in time");
 }
 
 /// The dead letter of the message with `id` among `records`.
-fn parked<'a>(records: &'a [Record], id: uuid::Uuid) -> &'a Record {
+fn parked(records: &[Record], id: uuid::Uuid) -> &Record {
     let id = id.to_string();
     records
         .iter()

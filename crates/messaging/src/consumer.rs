@@ -48,7 +48,8 @@
 //! - **Permanent**: retrying cannot help, so the message is dead-lettered at once.
 //!   [`HandlerError::Permanent`]; missing or invalid headers and no payload (*poison*, found
 //!   before any handler ran); a **panic** of the handler (caught with `catch_unwind`, reason
-//!   `handler panicked: …`); and the database errors a message's own values cause, whatever
+//!   `handler panicked: …`; one in the loop's own code around it is caught too, reason
+//!   `consumer panicked: …`); and the database errors a message's own values cause, whatever
 //!   the handler called them: SQLSTATE class 22 (data exception: numeric overflow, invalid
 //!   text, division by zero…), class 23 (integrity constraint violation: `CHECK`, `NOT NULL`,
 //!   foreign key) except the two below, and a value sqlx cannot encode. The classes are found
@@ -822,7 +823,7 @@ impl<H: Handler> Shared<H> {
             .filter(|e| self.wanted(e))
             .filter_map(|e| e.parsed.as_ref().ok())
             .collect();
-        let committed = match self.apply_batch(&batch).await {
+        let committed = match catch_panic(self.apply_batch(&batch)).await {
             Ok(()) => true,
             Err(failure) => {
                 tracing::debug!(consumer = %self.config.name, ?failure, size = batch.len(),
@@ -903,7 +904,7 @@ impl<H: Handler> Shared<H> {
         let mut attempts: u32 = 0;
         let mut first_failure: Option<Instant> = None;
         loop {
-            let failure = match self.apply_one(message).await {
+            let failure = match catch_panic(self.apply_one(message)).await {
                 Ok(true) => {
                     self.count_processed(1);
                     return Ok(());
@@ -1123,7 +1124,11 @@ impl Failure {
                 };
             }
             // A handler's error that wraps an `sqlx::Error` transparently (thiserror's
-            // `#[error(transparent)]`) skips it in the chain and shows its source directly.
+            // `#[error(transparent)]`) skips it in the chain and shows its source directly:
+            // the boxed database error.
+            if let Some(db) = e.downcast_ref::<Box<dyn sqlx::error::DatabaseError>>() {
+                return Self::of_sqlstate(db.code().as_deref(), reason);
+            }
             if let Some(db) = e.downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                 return Self::of_sqlstate(Some(db.code()), reason);
             }
@@ -1151,6 +1156,21 @@ impl Failure {
             _ => Self::Retryable(reason),
         }
     }
+}
+
+/// Runs `work`, turning a panic anywhere in it into a permanent failure. The handler's own
+/// panics are caught closer ([`Shared::handle`], which rolls back and keeps the connection);
+/// this catches the rest, e.g. in the code that names a message's span. An open transaction
+/// dropped by the unwinding closes its connection, so the server rolls it back.
+async fn catch_panic<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let reason = format!("consumer panicked: {}", panic_message(panic.as_ref()));
+            tracing::error!(%reason, "panic while applying messages; rolled back");
+            Err(Failure::Permanent(reason))
+        })
 }
 
 /// An error's message followed by those of its causes that it does not already include.
@@ -1257,6 +1277,107 @@ mod tests {
             (h::CORRELATION_ID, Uuid::now_v7().to_string()),
             (h::OCCURRED_AT, "2024-05-01T10:00:00+00:00".to_owned()),
         ]
+    }
+
+    /// A handler's own error type around `sqlx::Error`, as stock's and payment's are.
+    #[derive(Debug, thiserror::Error)]
+    enum Wrapped {
+        #[error(transparent)]
+        Database(#[from] sqlx::Error),
+    }
+
+    fn class(failure: &Failure) -> &'static str {
+        match failure {
+            Failure::Permanent(_) => "permanent",
+            Failure::Retryable(_) => "retryable",
+            Failure::Unavailable(_) => "unavailable",
+        }
+    }
+
+    #[tokio::test]
+    async fn database_errors_are_classified_by_sqlstate_however_wrapped() {
+        let db = test_support::TestDatabase::create().await.unwrap();
+        sqlx::query(
+            "CREATE TABLE t (k int PRIMARY KEY, v int NOT NULL CHECK (v >= 0), s numeric(4,2))",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, 1, 1)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let cases = [
+            ("SELECT 1 / 0", "permanent"),
+            ("SELECT 'x'::int", "permanent"),
+            ("INSERT INTO t VALUES (2, 1, 100)", "permanent"),
+            ("INSERT INTO t VALUES (2, -1, 1)", "permanent"),
+            ("INSERT INTO t VALUES (2, NULL, 1)", "permanent"),
+            ("INSERT INTO t VALUES (1, 1, 1)", "retryable"),
+            ("SELECT * FROM missing", "retryable"),
+        ];
+        for (sql, expected) in cases {
+            let e = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+            let wrapped = HandlerError::Transient(Box::new(Wrapped::from(
+                sqlx::query(sql).execute(&db.pool).await.unwrap_err(),
+            )));
+            let direct = Failure::from(e);
+            assert_eq!(class(&direct), expected, "{sql}: {direct:?}");
+            let wrapped = Failure::from(wrapped);
+            assert_eq!(class(&wrapped), expected, "{sql} wrapped: {wrapped:?}");
+        }
+        let Failure::Permanent(reason) = Failure::from(
+            sqlx::query("SELECT 1 / 0")
+                .execute(&db.pool)
+                .await
+                .unwrap_err(),
+        ) else {
+            panic!("division by zero is permanent")
+        };
+        assert!(
+            reason.contains("division by zero (SQLSTATE 22012)"),
+            "{reason}"
+        );
+        db.drop_now().await.unwrap();
+    }
+
+    #[test]
+    fn other_errors_are_classified_by_kind() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let cases = [
+            (Failure::from(sqlx::Error::PoolTimedOut), "unavailable"),
+            (Failure::from(sqlx::Error::Io(io())), "unavailable"),
+            (
+                Failure::from(HandlerError::Transient(Box::new(Wrapped::from(
+                    sqlx::Error::Io(io()),
+                )))),
+                "unavailable",
+            ),
+            (
+                Failure::from(sqlx::Error::Encode("out of range".into())),
+                "permanent",
+            ),
+            (
+                Failure::from(HandlerError::Transient("lost a race".into())),
+                "retryable",
+            ),
+            (
+                Failure::from(HandlerError::Permanent("bad".into())),
+                "permanent",
+            ),
+        ];
+        for (failure, expected) in cases {
+            assert_eq!(class(&failure), expected, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(text.as_ref()), "static");
+        let n = 7;
+        let formatted = std::panic::catch_unwind(|| panic!("n = {n}")).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "n = 7");
     }
 
     #[test]

@@ -106,7 +106,9 @@
 //! [`ConsumerConfig::stuck_after`] (retrying, or waiting for the database or the dead-letter
 //! topic) is **stuck**: `consumer_partition_stuck{consumer,topic,partition}` is 1 and the
 //! process's readiness answers 503 with a `consumer` dependency naming the consumer, topic and
-//! partition, until the batch is settled.
+//! partition, until the batch is settled. A handler that never returns is not cut off (there
+//! is no timeout on a transaction): its partition, and those whose batches were committed
+//! together with it, stay stuck and are reported so.
 //!
 //! # Names
 //!

@@ -256,6 +256,7 @@ pub struct ConsumerStats {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     stuck: AtomicU64,
+    pauses: AtomicU64,
 }
 
 impl ConsumerStats {
@@ -274,6 +275,10 @@ impl ConsumerStats {
     /// Messages parked in the dead-letter topic.
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
+    }
+    /// Times a partition was paused because its task fell behind (see the module docs).
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
     }
     /// Partitions stuck at the last check (see [`ConsumerConfig::stuck_after`]).
     pub fn stuck_partitions(&self) -> u64 {
@@ -506,7 +511,7 @@ impl<H: Handler> Consumer<H> {
                     Partition { sender: tx, flow }
                 });
             // Counted before it is sent, so that the task never takes more than was counted.
-            partition.flow.queued(&self.kafka);
+            partition.flow.queued(&self.kafka, &self.shared.stats);
             if partition.sender.send(envelope).is_err() {
                 panicked = true;
                 break;
@@ -593,13 +598,14 @@ impl Flow {
     }
 
     /// One more record queued for the task; pauses the partition when the queue is full.
-    fn queued(&self, kafka: &KafkaConsumer) {
+    fn queued(&self, kafka: &KafkaConsumer, stats: &ConsumerStats) {
         let mut state = self.state();
         state.queued = state.queued.saturating_add(1);
         if state.queued >= self.pause_at && !state.paused {
             match kafka.pause(&self.partition_list()) {
                 Ok(()) => {
                     state.paused = true;
+                    stats.pauses.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(topic = %self.kafka_topic, partition = self.partition,
                         queued = state.queued, "partition paused");
                 }

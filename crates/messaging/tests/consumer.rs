@@ -513,6 +513,10 @@ async fn a_stuck_partition_with_a_flood_behind_it_does_not_hold_back_the_others(
             .collect()
     };
     assert!(flooded(&world.effects().await).is_empty());
+    assert!(
+        consumer.stats.pauses() > 0,
+        "the flooded partition was never paused"
+    );
 
     stall.store(false, Ordering::SeqCst);
     let ids: Vec<_> = flood.iter().map(|m| m.metadata.message_id).collect();

@@ -147,3 +147,29 @@ pub fn conditions() -> Vec<Dependency> {
 pub async fn live() -> &'static str {
     "live"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(problem: &str) -> Option<Dependency> {
+        conditions()
+            .into_iter()
+            .find(|d| d.error.as_deref() == Some(problem))
+    }
+
+    #[test]
+    fn a_condition_counts_while_its_handle_lives() {
+        let condition = Condition::register("test-condition");
+        assert!(condition.dependency().up);
+        condition.set(Some("stuck on purpose".to_owned()));
+        let reported = find("stuck on purpose").expect("reported while set");
+        assert_eq!(reported.name, "test-condition");
+        assert!(!reported.up);
+        let clone = condition.clone();
+        drop(condition);
+        assert!(find("stuck on purpose").is_some(), "a clone keeps it");
+        drop(clone);
+        assert!(find("stuck on purpose").is_none(), "dropped, forgotten");
+    }
+}

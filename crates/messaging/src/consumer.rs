@@ -38,14 +38,50 @@
 //!
 //! # Failures
 //!
-//! - [`HandlerError::Transient`] (and any database error around the handler): the transaction is
-//!   rolled back and the message retried with capped exponential backoff, indefinitely; its
-//!   offset is not stored, so it is not lost even if the process stops meanwhile. The partition
-//!   waits (order is kept); other partitions go on.
-//! - [`HandlerError::Permanent`], missing or invalid headers, no payload: the message is *poison*.
-//!   It is published to `{prefix}shop.dead-letters` with its original key, payload and headers
-//!   plus `dead-letter-reason`, `dead-letter-consumer` and `dead-letter-origin`; only after the
-//!   broker acknowledged that is its offset stored, and the consumer goes on.
+//! Every failure of a message is contained to that message: it is applied, or parked in the
+//! dead-letter topic, and its partition goes on. Nothing a message carries can crash the
+//! consumer or stop a partition for good.
+//!
+//! A failed micro-batch (a handler error, a panic, a database error) is rolled back and its
+//! messages replayed one per transaction; there each failure falls into one of three classes:
+//!
+//! - **Permanent**: retrying cannot help, so the message is dead-lettered at once.
+//!   [`HandlerError::Permanent`]; missing or invalid headers and no payload (*poison*, found
+//!   before any handler ran); a **panic** of the handler (caught with `catch_unwind`, reason
+//!   `handler panicked: …`; one in the loop's own code around it is caught too, reason
+//!   `consumer panicked: …`); and the database errors a message's own values cause, whatever
+//!   the handler called them: SQLSTATE class 22 (data exception: numeric overflow, invalid
+//!   text, division by zero…), class 23 (integrity constraint violation: `CHECK`, `NOT NULL`,
+//!   foreign key) except the two below, and a value sqlx cannot encode. The classes are found
+//!   anywhere in the error's source chain, so a handler's own error type wrapping an
+//!   `sqlx::Error` (stock's and payment's) is classified the same way.
+//! - **Retryable**: any other [`HandlerError::Transient`] or database error: a lost race
+//!   (order's typed conflict on `(stream_id, version)`, stock's and payment's guarded writes),
+//!   a serialisation failure or deadlock, and a **unique or exclusion violation** (SQLSTATE
+//!   23505, 23P01), which in this system means another transaction won a race on the same rows
+//!   (payment's one-payment-per-revision indexes during a rebalance) and a retry reads again.
+//!   Retried with capped exponential backoff until [`ConsumerConfig::max_attempts`] attempts
+//!   failed, or until [`ConsumerConfig::max_retry_time`] passed since the first of them; then
+//!   dead-lettered with the last error as its reason. A message that fails the same way on
+//!   every attempt is poison that no one can name in advance.
+//! - **Unavailable**: the database or the way to it is gone: an I/O or TLS error, a pool or
+//!   worker that closed, SQLSTATE class 08 (connection exception), 53 (insufficient resources),
+//!   57P01–57P03 (shutdown, starting up) and 58 (system error). Retried with backoff **without
+//!   limit** and without counting toward the bound: during a PostgreSQL restart every message
+//!   fails this way, and none of them is at fault. The partition waits (the stuck-partition
+//!   signal below says so if it lasts), and every message is applied once the database is
+//!   back. A message that failed retryably before an outage may be given up on at its next
+//!   retryable failure after it, once `max_retry_time` has passed.
+//!
+//! A retried message's offset is not stored, so it is not lost even if the process stops
+//! meanwhile; its partition waits (order is kept), other partitions go on. A message applied one
+//! by one takes a transaction permit per attempt, so its backoff holds no permit.
+//!
+//! A dead letter is published to `{prefix}shop.dead-letters` ([`crate::dead_letters`]) with its
+//! original key, payload and headers plus `dead-letter-reason`, `dead-letter-consumer` and
+//! `dead-letter-origin`; only after the broker acknowledged it is its offset stored, and the
+//! consumer goes on. The consumer publishes to Kafka itself only for dead letters (see that
+//! module for why).
 //!
 //! The dead-letter queue is **not sequenced**: later messages of the same key are processed
 //! even though an earlier one was parked. Holding them back would stall an order forever behind
@@ -57,9 +93,22 @@
 //! between the dead-letter publish and the offset commit parks the message again), and a parked
 //! message gets no inbox row, so republishing a fixed version is possible.
 //!
-//! The consumer publishes to Kafka itself only for dead letters: those are an operational
-//! record, not a fact of the domain, and a poison payload may not even be valid JSON, so they do
-//! not belong in the outbox.
+//! # One partition never holds back another
+//!
+//! One receive loop reads every assigned partition and hands each record to its partition's
+//! task through an unbounded queue; the loop itself never waits for a task. Instead, when a
+//! partition has `2 × max_batch` records queued (its task is slow, or retrying), the loop
+//! **pauses** that partition in librdkafka, and the task resumes it once it has taken the queue
+//! down to half that. librdkafka fetches a resumed partition from the last record it handed
+//! out, so nothing is skipped and the order is kept; the other partitions flow meanwhile.
+//!
+//! A partition whose task has been on the same batch for longer than
+//! [`ConsumerConfig::stuck_after`] (retrying, or waiting for the database or the dead-letter
+//! topic) is **stuck**: `consumer_partition_stuck{consumer,topic,partition}` is 1 and the
+//! process's readiness answers 503 with a `consumer` dependency naming the consumer, topic and
+//! partition, until the batch is settled. A handler that never returns is not cut off (there
+//! is no timeout on a transaction): its partition, and those whose batches were committed
+//! together with it, stay stuck and are reported so.
 //!
 //! # Names
 //!
@@ -70,6 +119,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,21 +127,24 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use contracts::DecodeError;
 use contracts::headers as h;
+use futures::FutureExt as _;
+use platform::health::Condition;
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{ClientConfig, TopicPartitionList};
 use rdkafka::{ClientContext, Statistics};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::dead_letters::{DeadLetters, Record, Stopped};
 use crate::doorbell::Doorbell;
 use crate::inbox;
 use crate::outbox::Metadata;
@@ -134,7 +187,9 @@ pub enum HandlerError {
     Permanent(String),
 }
 
-/// Database errors are treated as transient: a handler that knows better says `Permanent`.
+/// Database errors are transient here; the consumer loop then classifies them by their
+/// SQLSTATE (see the module docs): a data exception or a violated constraint is permanent
+/// whatever the handler called it.
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         Self::Transient(Box::new(e))
@@ -200,6 +255,8 @@ pub struct ConsumerStats {
     duplicates: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    stuck: AtomicU64,
+    pauses: AtomicU64,
 }
 
 impl ConsumerStats {
@@ -219,6 +276,14 @@ impl ConsumerStats {
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
     }
+    /// Times a partition was paused because its task fell behind (see the module docs).
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
+    }
+    /// Partitions stuck at the last check (see [`ConsumerConfig::stuck_after`]).
+    pub fn stuck_partitions(&self) -> u64 {
+        self.stuck.load(Ordering::Relaxed)
+    }
 }
 
 /// What a consumer reads and how.
@@ -235,6 +300,14 @@ pub struct ConsumerConfig {
     /// First and largest delay between retries of a transient failure.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Most attempts of one message that may fail retryably before it is dead-lettered
+    /// (failures of an unavailable database do not count: see the module docs).
+    pub max_attempts: u32,
+    /// Longest time a message is retried after its first retryable failure before it is
+    /// dead-lettered (checked at each retryable failure).
+    pub max_retry_time: Duration,
+    /// A partition whose task has been on one batch for this long is reported stuck.
+    pub stuck_after: Duration,
 }
 
 impl ConsumerConfig {
@@ -246,6 +319,12 @@ impl ConsumerConfig {
             max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            // With the backoff above, ten attempts take about 16 s: a lost race is retried
+            // well past any rebalance, and a message that always fails is parked before the
+            // partition counts as stuck.
+            max_attempts: 10,
+            max_retry_time: Duration::from_secs(120),
+            stuck_after: Duration::from_secs(30),
         }
     }
 }
@@ -273,9 +352,10 @@ struct Shared<H> {
     handler: H,
     config: ConsumerConfig,
     topic_prefix: String,
-    dead_letter_topic: String,
-    producer: FutureProducer,
+    dead_letters: DeadLetters,
     stats: Arc<ConsumerStats>,
+    /// This consumer's part in readiness: which partitions are stuck.
+    readiness: Condition,
     /// One permit per transaction that may run at once.
     permits: Arc<Semaphore>,
     /// Partitions' batches waiting for a transaction; whoever gets a permit applies them all.
@@ -293,18 +373,21 @@ struct Submission {
 
 /// A received record, copied out of librdkafka so a partition task can own it.
 struct Envelope {
-    kafka_topic: String,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
+    record: Record,
     /// The message, or why it is poison before any handler sees it.
     parsed: Result<IncomingMessage, String>,
 }
 
-/// The loop is stopping; the current message was rolled back and its offset not stored.
-struct Stopped;
+/// Why a message was not applied, as the retry rules see it (see the module docs).
+#[derive(Debug)]
+enum Failure {
+    /// Dead-letter it now, with this reason.
+    Permanent(String),
+    /// Retry it, a bounded number of times.
+    Retryable(String),
+    /// The database is unavailable: retry without counting.
+    Unavailable(String),
+}
 
 impl<H: Handler> Consumer<H> {
     /// Joins the group `{prefix}{config.name}` and subscribes to the configured topics. A new
@@ -345,12 +428,16 @@ impl<H: Handler> Consumer<H> {
             .collect();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .create()?;
+        let dead_letters =
+            DeadLetters::new(kafka, &config.name, config.retry_initial, config.retry_max)?;
+        // Exported at 0 from the start, so that an alert on their increase sees the first one.
+        for family in [
+            "messages_processed_total",
+            "messages_duplicate_total",
+            "messages_retried_total",
+        ] {
+            metrics::counter!(family, "consumer" => config.name.clone()).increment(0);
+        }
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         Ok(Self {
             kafka: Arc::new(consumer),
@@ -360,13 +447,9 @@ impl<H: Handler> Consumer<H> {
                 handler,
                 config,
                 topic_prefix: kafka.topic_prefix.clone(),
-                dead_letter_topic: format!(
-                    "{}{}",
-                    kafka.topic_prefix,
-                    contracts::topics::DEAD_LETTERS
-                ),
-                producer,
+                dead_letters,
                 stats: Arc::default(),
+                readiness: Condition::register("consumer"),
                 permits,
                 waiting: std::sync::Mutex::default(),
                 submissions: AtomicU64::new(0),
@@ -383,13 +466,19 @@ impl<H: Handler> Consumer<H> {
     /// message stuck in transient retries is rolled back instead), the offsets of everything
     /// committed are committed to Kafka synchronously, and the consumer leaves its group.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ConsumerError> {
-        let mut partitions: HashMap<(String, i32), mpsc::Sender<Envelope>> = HashMap::new();
+        let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut panicked = false;
-        let queue_depth = self.shared.config.max_batch * 2;
+        let pause_at = self.shared.config.max_batch.max(1) * 2;
+        let mut check = tokio::time::interval(check_interval(self.shared.config.stuck_after));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let received = tokio::select! {
                 () = shutdown.requested() => break,
+                _ = check.tick() => {
+                    self.shared.check_stuck(&partitions);
+                    continue;
+                }
                 received = self.kafka.recv() => received,
             };
             let envelope = match received {
@@ -401,23 +490,29 @@ impl<H: Handler> Consumer<H> {
                     continue;
                 }
             };
-            let sender = partitions
-                .entry((envelope.kafka_topic.clone(), envelope.partition))
+            let record = &envelope.record;
+            let partition = partitions
+                .entry((record.kafka_topic.clone(), record.partition))
                 .or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(queue_depth);
+                    let flow = Arc::new(Flow::new(record, pause_at));
+                    metrics::gauge!("consumer_partition_stuck",
+                        "consumer" => self.shared.config.name.clone(),
+                        "topic" => record.kafka_topic.clone(),
+                        "partition" => record.partition.to_string())
+                    .set(0.0);
+                    let (tx, rx) = mpsc::unbounded_channel();
                     tasks.spawn(partition_task(
                         self.shared.clone(),
                         self.kafka.clone(),
+                        flow.clone(),
                         rx,
                         shutdown.clone(),
                     ));
-                    tx
+                    Partition { sender: tx, flow }
                 });
-            let sent = tokio::select! {
-                sent = sender.send(envelope) => sent,
-                () = shutdown.requested() => break,
-            };
-            if sent.is_err() {
+            // Counted before it is sent, so that the task never takes more than was counted.
+            partition.flow.queued(&self.kafka, &self.shared.stats);
+            if partition.sender.send(envelope).is_err() {
                 panicked = true;
                 break;
             }
@@ -445,12 +540,111 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
+/// How often partitions are checked for being stuck: often enough to notice within a quarter
+/// of the threshold, at most once a second.
+fn check_interval(stuck_after: Duration) -> Duration {
+    (stuck_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// A partition as the receive loop sees it: where its records go, and how its task is doing.
+struct Partition {
+    sender: mpsc::UnboundedSender<Envelope>,
+    flow: Arc<Flow>,
+}
+
+/// A partition's queue and progress, shared by the receive loop and the partition's task.
+struct Flow {
+    kafka_topic: String,
+    partition: i32,
+    /// Records queued at which the partition is paused; resumed at half that.
+    pause_at: usize,
+    state: std::sync::Mutex<FlowState>,
+}
+
+#[derive(Default)]
+struct FlowState {
+    /// Records sent to the task and not yet taken by it.
+    queued: usize,
+    /// Whether this consumer paused the partition in librdkafka.
+    paused: bool,
+    /// Since when the task has been on its current batch; `None` while it waits for records.
+    busy_since: Option<Instant>,
+    /// Whether the last check found it stuck.
+    stuck: bool,
+}
+
+impl Flow {
+    fn new(record: &Record, pause_at: usize) -> Self {
+        Self {
+            kafka_topic: record.kafka_topic.clone(),
+            partition: record.partition,
+            pause_at,
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FlowState> {
+        // Held only for a few assignments and a pause or resume request: a panic cannot leave
+        // the state half-changed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn partition_list(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.kafka_topic, self.partition);
+        list
+    }
+
+    /// One more record queued for the task; pauses the partition when the queue is full.
+    fn queued(&self, kafka: &KafkaConsumer, stats: &ConsumerStats) {
+        let mut state = self.state();
+        state.queued = state.queued.saturating_add(1);
+        if state.queued >= self.pause_at && !state.paused {
+            match kafka.pause(&self.partition_list()) {
+                Ok(()) => {
+                    state.paused = true;
+                    stats.pauses.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(topic = %self.kafka_topic, partition = self.partition,
+                        queued = state.queued, "partition paused");
+                }
+                // Revoked meanwhile: nothing more comes from it anyway. Otherwise the next
+                // record tries again.
+                Err(e) => tracing::debug!(topic = %self.kafka_topic, partition = self.partition,
+                    error = %e, "pausing the partition failed"),
+            }
+        }
+    }
+
+    /// The task took `n` records; resumes the partition once half of its queue is free.
+    fn taken(&self, kafka: &KafkaConsumer, n: usize) {
+        let mut state = self.state();
+        state.queued = state.queued.saturating_sub(n);
+        if state.paused && state.queued <= self.pause_at / 2 {
+            // A failure means the partition was revoked: a new assignment starts unpaused.
+            if let Err(e) = kafka.resume(&self.partition_list()) {
+                tracing::debug!(topic = %self.kafka_topic, partition = self.partition,
+                    error = %e, "resuming the partition failed");
+            }
+            state.paused = false;
+            tracing::debug!(topic = %self.kafka_topic, partition = self.partition,
+                "partition resumed");
+        }
+    }
+
+    fn busy(&self, busy: bool) {
+        self.state().busy_since = busy.then(Instant::now);
+    }
+}
+
 /// Applies one partition's messages in order, in micro-batches, until the channel closes or
 /// shutdown is requested.
 async fn partition_task<H: Handler>(
     shared: Arc<Shared<H>>,
     kafka: Arc<KafkaConsumer>,
-    mut rx: mpsc::Receiver<Envelope>,
+    flow: Arc<Flow>,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
     mut shutdown: Shutdown,
 ) {
     let max = shared.config.max_batch.max(1);
@@ -471,9 +665,12 @@ async fn partition_task<H: Handler>(
                 Err(_) => break,
             }
         }
+        flow.taken(&kafka, batch.len());
+        flow.busy(true);
         let outcome = shared
             .process(std::mem::take(&mut batch), &kafka, &mut shutdown)
             .await;
+        flow.busy(false);
         if outcome.is_err() {
             return;
         }
@@ -481,6 +678,49 @@ async fn partition_task<H: Handler>(
 }
 
 impl<H: Handler> Shared<H> {
+    /// Marks the partitions whose task has been on one batch for longer than `stuck_after`:
+    /// the gauge, the stats and readiness.
+    fn check_stuck(&self, partitions: &HashMap<(String, i32), Partition>) {
+        let threshold = self.config.stuck_after;
+        let mut problems = Vec::new();
+        for partition in partitions.values() {
+            let flow = &partition.flow;
+            let mut state = flow.state();
+            let busy_for = state.busy_since.map(|since| since.elapsed());
+            let stuck = busy_for.is_some_and(|busy| busy >= threshold);
+            if stuck != state.stuck {
+                state.stuck = stuck;
+                if stuck {
+                    tracing::warn!(consumer = %self.config.name, topic = %flow.kafka_topic,
+                        partition = flow.partition, ?busy_for, "partition stuck");
+                } else {
+                    tracing::info!(consumer = %self.config.name, topic = %flow.kafka_topic,
+                        partition = flow.partition, "partition moving again");
+                }
+            }
+            drop(state);
+            metrics::gauge!("consumer_partition_stuck",
+                "consumer" => self.config.name.clone(),
+                "topic" => flow.kafka_topic.clone(),
+                "partition" => flow.partition.to_string())
+            .set(if stuck { 1.0 } else { 0.0 });
+            if let (true, Some(busy)) = (stuck, busy_for) {
+                problems.push(format!(
+                    "consumer {} is stuck on partition {} of {} for {} s",
+                    self.config.name,
+                    flow.partition,
+                    flow.kafka_topic,
+                    busy.as_secs()
+                ));
+            }
+        }
+        self.stats
+            .stuck
+            .store(problems.len() as u64, Ordering::Relaxed);
+        self.readiness
+            .set((!problems.is_empty()).then(|| problems.join("; ")));
+    }
+
     /// Applies a partition's batch: in one transaction together with whatever other partitions
     /// have waiting (see [`Shared::commit_together`]); if that transaction rolls back, one
     /// message per transaction. Messages applied one by one take a permit per attempt, so a
@@ -559,8 +799,14 @@ impl<H: Handler> Shared<H> {
     }
 
     /// Whether the handler has anything to do with `envelope` (poison included: it is parked).
+    /// An `ignores` that panics counts as "wanted": the handler then decides, or panics too
+    /// and the message is parked.
     fn wanted(&self, envelope: &Envelope) -> bool {
-        !matches!(&envelope.parsed, Ok(m) if self.handler.ignores(m))
+        let Ok(message) = &envelope.parsed else {
+            return true;
+        };
+        let ignored = std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.ignores(message)));
+        !ignored.unwrap_or(false)
     }
 
     /// Takes a submission back out of the queue; `false` if a transaction already took it.
@@ -585,10 +831,10 @@ impl<H: Handler> Shared<H> {
             .filter(|e| self.wanted(e))
             .filter_map(|e| e.parsed.as_ref().ok())
             .collect();
-        let committed = match self.apply_batch(&batch).await {
+        let committed = match catch_panic(self.apply_batch(&batch)).await {
             Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(consumer = %self.config.name, error = %e, size = batch.len(),
+            Err(failure) => {
+                tracing::debug!(consumer = %self.config.name, ?failure, size = batch.len(),
                     partitions = taken.len(), "group transaction rolled back");
                 false
             }
@@ -599,9 +845,10 @@ impl<H: Handler> Shared<H> {
         }
     }
 
-    /// Applies valid messages in one transaction; any handler or database error rolls
-    /// everything back. (Poison, invalid before any handler ran, is its task's to dead-letter.)
-    async fn apply_batch(&self, batch: &[&IncomingMessage]) -> Result<(), HandlerError> {
+    /// Applies valid messages in one transaction; any handler or database error, or a panic,
+    /// rolls everything back. (Poison, invalid before any handler ran, is its task's to
+    /// dead-letter.)
+    async fn apply_batch(&self, batch: &[&IncomingMessage]) -> Result<(), Failure> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -622,7 +869,7 @@ impl<H: Handler> Shared<H> {
             }
         }
         let processed = apply.len() as u64;
-        let handled = self.handler.handle(tx.conn(), &apply).await;
+        let handled = self.handle(tx.conn(), &apply).await;
         tx.end_with(handled).await?;
         self.doorbell.ring();
         self.count_processed(processed);
@@ -630,8 +877,28 @@ impl<H: Handler> Shared<H> {
         Ok(())
     }
 
-    /// Applies one message in its own transaction, retrying transient failures and parking a
-    /// poison message. Returns only once the message is settled, or when stopping.
+    /// Runs the handler, turning a panic into a permanent failure: the transaction is then
+    /// rolled back like after any other failure, and the task goes on.
+    async fn handle(&self, conn: &mut PgConnection, batch: &[Traced<'_>]) -> Result<(), Failure> {
+        // Unwind safety: a panicking handler leaves behind only its own state (it is `Sync`
+        // and shares nothing mutable with the loop) and the transaction, which is rolled back.
+        match AssertUnwindSafe(self.handler.handle(conn, batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(handled) => handled.map_err(Failure::from),
+            Err(panic) => {
+                let reason = format!("handler panicked: {}", panic_message(panic.as_ref()));
+                tracing::error!(consumer = %self.config.name, size = batch.len(), %reason,
+                    "handler panicked; rolled back");
+                Err(Failure::Permanent(reason))
+            }
+        }
+    }
+
+    /// Applies one message in its own transaction, retrying failures as the module docs say
+    /// and parking a message that is poison or keeps failing. Returns only once the message is
+    /// settled, or when stopping.
     async fn process_one(
         &self,
         envelope: &Envelope,
@@ -642,8 +909,10 @@ impl<H: Handler> Shared<H> {
             Err(reason) => return self.dead_letter(envelope, reason, shutdown).await,
         };
         let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
+        let mut attempts: u32 = 0;
+        let mut first_failure: Option<Instant> = None;
         loop {
-            match self.apply_one(message).await {
+            let failure = match catch_panic(self.apply_one(message)).await {
                 Ok(true) => {
                     self.count_processed(1);
                     return Ok(());
@@ -652,32 +921,50 @@ impl<H: Handler> Shared<H> {
                     self.count_duplicates(1);
                     return Ok(());
                 }
-                Err(HandlerError::Permanent(reason)) => {
+                Err(failure) => failure,
+            };
+            let delay = backoff.next_delay();
+            match failure {
+                Failure::Permanent(reason) => {
                     return self.dead_letter(envelope, &reason, shutdown).await;
                 }
-                Err(HandlerError::Transient(e)) => {
-                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("messages_retried_total", "consumer" => self.config.name.clone())
-                        .increment(1);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(consumer = %self.config.name, message_id = %message.metadata.message_id,
-                        error = %e, ?delay, "transient failure; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.requested() => return Err(Stopped),
+                Failure::Retryable(reason) => {
+                    attempts = attempts.saturating_add(1);
+                    let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+                    if attempts >= self.config.max_attempts
+                        || failing_for >= self.config.max_retry_time
+                    {
+                        let reason = format!(
+                            "{reason} (gave up after {attempts} attempts in {:.1} s)",
+                            failing_for.as_secs_f64()
+                        );
+                        return self.dead_letter(envelope, &reason, shutdown).await;
                     }
+                    tracing::warn!(consumer = %self.config.name, message_id = %message.metadata.message_id,
+                        error = %reason, attempts, ?delay, "transient failure; retrying");
                 }
+                Failure::Unavailable(reason) => {
+                    tracing::warn!(consumer = %self.config.name, message_id = %message.metadata.message_id,
+                        error = %reason, ?delay, "database unavailable; retrying");
+                }
+            }
+            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("messages_retried_total", "consumer" => self.config.name.clone())
+                .increment(1);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.requested() => return Err(Stopped),
             }
         }
     }
 
     /// `Ok(false)`: already applied (its inbox row exists).
-    async fn apply_one(&self, message: &IncomingMessage) -> Result<bool, HandlerError> {
+    async fn apply_one(&self, message: &IncomingMessage) -> Result<bool, Failure> {
         let _permit = self
             .permits
             .acquire()
             .await
-            .map_err(|e| HandlerError::Transient(e.into()))?;
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
         let id = message.metadata.message_id;
         let mut tx = inbox::Transaction::begin(&self.connections, &self.config.name, &[id]).await?;
         if !tx.fresh.contains(&id) {
@@ -689,7 +976,6 @@ impl<H: Handler> Shared<H> {
             span: self.span(message),
         }];
         let handled = self
-            .handler
             .handle(tx.conn(), &alone)
             .instrument(alone[0].span.clone())
             .await;
@@ -707,54 +993,11 @@ impl<H: Handler> Shared<H> {
         reason: &str,
         shutdown: &mut Shutdown,
     ) -> Result<(), Stopped> {
-        let origin = format!(
-            "{}/{}/{}",
-            envelope.kafka_topic, envelope.partition, envelope.offset
-        );
-        let mut backoff = Backoff::new(self.config.retry_initial, self.config.retry_max);
-        loop {
-            let mut headers = OwnedHeaders::new_with_capacity(envelope.headers.len() + 3);
-            for (key, value) in &envelope.headers {
-                headers = headers.insert(Header {
-                    key: key.as_str(),
-                    value: value.as_deref(),
-                });
-            }
-            let headers = headers
-                .insert(text_header(h::DEAD_LETTER_REASON, reason))
-                .insert(text_header(h::DEAD_LETTER_CONSUMER, &self.config.name))
-                .insert(text_header(h::DEAD_LETTER_ORIGIN, &origin));
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&self.dead_letter_topic).headers(headers);
-            if let Some(key) = &envelope.key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(payload) = &envelope.payload {
-                record = record.payload(payload.as_slice());
-            }
-            let error = match self.producer.send_result(record) {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => {
-                        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!("messages_dead_lettered_total", "consumer" => self.config.name.clone())
-                            .increment(1);
-                        tracing::warn!(consumer = %self.config.name, %origin, %reason,
-                            "message parked in the dead-letter topic");
-                        return Ok(());
-                    }
-                    Ok(Err((e, _))) => e,
-                    Err(_) => KafkaError::Canceled,
-                },
-                Err((e, _)) => e,
-            };
-            let delay = backoff.next_delay();
-            tracing::warn!(consumer = %self.config.name, %origin, error = %error, ?delay,
-                "dead-letter publish failed; retrying");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.requested() => return Err(Stopped),
-            }
-        }
+        self.dead_letters
+            .park(&envelope.record, reason, shutdown)
+            .await?;
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The span a handler runs in: a child of the message's trace, so what the handler writes
@@ -826,52 +1069,141 @@ impl ConsumerContext for LagContext {}
 /// Marks everything up to `envelope` as done for the next offset commit. Fails only when the
 /// partition was revoked meanwhile; its new owner redelivers and the inbox skips the work.
 fn store_offset(kafka: &KafkaConsumer, envelope: &Envelope) {
+    let record = &envelope.record;
     // librdkafka stores `offset + 1`, the next offset to read.
-    if let Err(e) = kafka.store_offset(&envelope.kafka_topic, envelope.partition, envelope.offset) {
-        tracing::debug!(topic = %envelope.kafka_topic, partition = envelope.partition, error = %e,
+    if let Err(e) = kafka.store_offset(&record.kafka_topic, record.partition, record.offset) {
+        tracing::debug!(topic = %record.kafka_topic, partition = record.partition, error = %e,
             "offset not stored (partition revoked?)");
-    }
-}
-
-fn text_header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a [u8]> {
-    Header {
-        key,
-        value: Some(value.as_bytes()),
     }
 }
 
 impl Envelope {
     fn new(message: &BorrowedMessage<'_>, topic_prefix: &str) -> Self {
-        let headers: Vec<(String, Option<Vec<u8>>)> = message
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|hd| (hd.key.to_owned(), hd.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let kafka_topic = message.topic().to_owned();
-        let key = message.key().map(<[u8]>::to_vec);
-        let payload = message.payload().map(<[u8]>::to_vec);
+        let record = Record::copy(message);
         let parsed = parse(
-            kafka_topic
+            record
+                .kafka_topic
                 .strip_prefix(topic_prefix)
-                .unwrap_or(&kafka_topic),
-            message.partition(),
-            message.offset(),
-            key.as_deref(),
-            payload.as_deref(),
-            &headers,
+                .unwrap_or(&record.kafka_topic),
+            record.partition,
+            record.offset,
+            record.key.as_deref(),
+            record.payload.as_deref(),
+            &record.headers,
         );
-        Self {
-            kafka_topic,
-            partition: message.partition(),
-            offset: message.offset(),
-            key,
-            payload,
-            headers,
-            parsed,
+        Self { record, parsed }
+    }
+}
+
+impl From<HandlerError> for Failure {
+    fn from(e: HandlerError) -> Self {
+        match e {
+            HandlerError::Permanent(reason) => Failure::Permanent(reason),
+            HandlerError::Transient(source) => Failure::of(&*source),
         }
+    }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::of(&e)
+    }
+}
+
+impl Failure {
+    /// Classifies an error by the first database error (or I/O error) in its source chain;
+    /// an error without one (a typed conflict, a guard that failed) is retryable. The reason
+    /// is the error's message with its causes, and the SQLSTATE when there is one.
+    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let reason = describe(error);
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(e) = e.downcast_ref::<sqlx::Error>() {
+                return match e {
+                    sqlx::Error::Database(db) => Self::of_sqlstate(db.code().as_deref(), reason),
+                    sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed => Self::Unavailable(reason),
+                    // The message's values do not fit their SQL types: they never will.
+                    sqlx::Error::Encode(_) => Self::Permanent(reason),
+                    _ => Self::Retryable(reason),
+                };
+            }
+            // A handler's error that wraps an `sqlx::Error` transparently (thiserror's
+            // `#[error(transparent)]`) skips it in the chain and shows its source directly:
+            // the boxed database error.
+            if let Some(db) = e.downcast_ref::<Box<dyn sqlx::error::DatabaseError>>() {
+                return Self::of_sqlstate(db.code().as_deref(), reason);
+            }
+            if let Some(db) = e.downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                return Self::of_sqlstate(Some(db.code()), reason);
+            }
+            if e.is::<std::io::Error>() {
+                return Self::Unavailable(reason);
+            }
+            next = e.source();
+        }
+        Self::Retryable(reason)
+    }
+
+    fn of_sqlstate(code: Option<&str>, reason: String) -> Self {
+        let Some(code) = code else {
+            return Self::Retryable(reason);
+        };
+        let reason = format!("{reason} (SQLSTATE {code})");
+        match code {
+            // Another transaction won a race on the same key; a retry reads again.
+            "23505" | "23P01" => Self::Retryable(reason),
+            _ if code.starts_with("22") || code.starts_with("23") => Self::Permanent(reason),
+            "57P01" | "57P02" | "57P03" => Self::Unavailable(reason),
+            _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("58") => {
+                Self::Unavailable(reason)
+            }
+            _ => Self::Retryable(reason),
+        }
+    }
+}
+
+/// Runs `work`, turning a panic anywhere in it into a permanent failure. The handler's own
+/// panics are caught closer ([`Shared::handle`], which rolls back and keeps the connection);
+/// this catches the rest, e.g. in the code that names a message's span. An open transaction
+/// dropped by the unwinding closes its connection, so the server rolls it back.
+async fn catch_panic<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let reason = format!("consumer panicked: {}", panic_message(panic.as_ref()));
+            tracing::error!(%reason, "panic while applying messages; rolled back");
+            Err(Failure::Permanent(reason))
+        })
+}
+
+/// An error's message followed by those of its causes that it does not already include.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// The message a panic was raised with (`panic!` gives a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(no message)"
     }
 }
 
@@ -953,6 +1285,107 @@ mod tests {
             (h::CORRELATION_ID, Uuid::now_v7().to_string()),
             (h::OCCURRED_AT, "2024-05-01T10:00:00+00:00".to_owned()),
         ]
+    }
+
+    /// A handler's own error type around `sqlx::Error`, as stock's and payment's are.
+    #[derive(Debug, thiserror::Error)]
+    enum Wrapped {
+        #[error(transparent)]
+        Database(#[from] sqlx::Error),
+    }
+
+    fn class(failure: &Failure) -> &'static str {
+        match failure {
+            Failure::Permanent(_) => "permanent",
+            Failure::Retryable(_) => "retryable",
+            Failure::Unavailable(_) => "unavailable",
+        }
+    }
+
+    #[tokio::test]
+    async fn database_errors_are_classified_by_sqlstate_however_wrapped() {
+        let db = test_support::TestDatabase::create().await.unwrap();
+        sqlx::query(
+            "CREATE TABLE t (k int PRIMARY KEY, v int NOT NULL CHECK (v >= 0), s numeric(4,2))",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1, 1, 1)")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let cases = [
+            ("SELECT 1 / 0", "permanent"),
+            ("SELECT 'x'::int", "permanent"),
+            ("INSERT INTO t VALUES (2, 1, 100)", "permanent"),
+            ("INSERT INTO t VALUES (2, -1, 1)", "permanent"),
+            ("INSERT INTO t VALUES (2, NULL, 1)", "permanent"),
+            ("INSERT INTO t VALUES (1, 1, 1)", "retryable"),
+            ("SELECT * FROM missing", "retryable"),
+        ];
+        for (sql, expected) in cases {
+            let e = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+            let wrapped = HandlerError::Transient(Box::new(Wrapped::from(
+                sqlx::query(sql).execute(&db.pool).await.unwrap_err(),
+            )));
+            let direct = Failure::from(e);
+            assert_eq!(class(&direct), expected, "{sql}: {direct:?}");
+            let wrapped = Failure::from(wrapped);
+            assert_eq!(class(&wrapped), expected, "{sql} wrapped: {wrapped:?}");
+        }
+        let Failure::Permanent(reason) = Failure::from(
+            sqlx::query("SELECT 1 / 0")
+                .execute(&db.pool)
+                .await
+                .unwrap_err(),
+        ) else {
+            panic!("division by zero is permanent")
+        };
+        assert!(
+            reason.contains("division by zero (SQLSTATE 22012)"),
+            "{reason}"
+        );
+        db.drop_now().await.unwrap();
+    }
+
+    #[test]
+    fn other_errors_are_classified_by_kind() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let cases = [
+            (Failure::from(sqlx::Error::PoolTimedOut), "unavailable"),
+            (Failure::from(sqlx::Error::Io(io())), "unavailable"),
+            (
+                Failure::from(HandlerError::Transient(Box::new(Wrapped::from(
+                    sqlx::Error::Io(io()),
+                )))),
+                "unavailable",
+            ),
+            (
+                Failure::from(sqlx::Error::Encode("out of range".into())),
+                "permanent",
+            ),
+            (
+                Failure::from(HandlerError::Transient("lost a race".into())),
+                "retryable",
+            ),
+            (
+                Failure::from(HandlerError::Permanent("bad".into())),
+                "permanent",
+            ),
+        ];
+        for (failure, expected) in cases {
+            assert_eq!(class(&failure), expected, "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn a_panic_message_is_read_from_either_payload() {
+        let text = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(text.as_ref()), "static");
+        let n = 7;
+        let formatted = std::panic::catch_unwind(|| panic!("n = {n}")).unwrap_err();
+        assert_eq!(panic_message(formatted.as_ref()), "n = 7");
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //!   acknowledged it (at least once, per-key order, one active relay per outbox), woken by the
 //!   writers' [`doorbell`];
 //! - [`consumer`]: apply each message exactly once (an inbox row in the handler's transaction),
-//!   committing the Kafka offset only after that transaction committed.
+//!   committing the Kafka offset only after that transaction committed;
+//! - [`dead_letters`]: park a record no one can apply (the consumers' and the projections').
 //!
 //! Together: a message exists only if its state change committed, is published at least once,
 //! and is applied by each consumer exactly once ("effectively once", SYSTEM.md I7).
 
 mod backoff;
 pub mod consumer;
+pub mod dead_letters;
 pub mod doorbell;
 mod inbox;
 pub mod outbox;

@@ -1,11 +1,17 @@
 //! The consumer applies each message exactly once, whatever Kafka redelivers, and parks poison
-//! messages in the dead-letter topic without stopping.
+//! messages in the dead-letter topic without stopping: a panic, a violated constraint, a
+//! failure on every attempt; one stuck partition holds back no other.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{EffectHandler, World, commit, drain, headers_of, message, produce, read_topic};
+use common::{
+    EffectHandler, Record, World, commit, drain, headers_of, message, produce, produce_to,
+    read_topic,
+};
 use contracts::headers as h;
 use messaging::ConsumerConfig;
 use rdkafka::ClientConfig;
@@ -297,4 +303,248 @@ async fn transactions_at_once_are_capped_across_partitions() {
         }
         consumer.stop().await;
     }
+}
+
+fn dead_letter_topic(world: &World) -> String {
+    world.topic(contracts::topics::DEAD_LETTERS)
+}
+
+async fn wait_for_dead_letters(consumer: &common::Running, n: u64) {
+    let stats = consumer.stats.clone();
+    eventually(WAIT, "the dead letters", || {
+        let stats = stats.clone();
+        async move { Ok((stats.dead_lettered() >= n).then_some(())) }
+    })
+    .await
+    .expect("dead-lettered in time");
+}
+
+/// The dead letter of the message with `id` among `records`.
+fn parked(records: &[Record], id: uuid::Uuid) -> &Record {
+    let id = id.to_string();
+    records
+        .iter()
+        .find(|r| r.header(h::MESSAGE_ID) == Some(id.as_str()))
+        .unwrap_or_else(|| panic!("no dead letter for {id} in {records:?}"))
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_parks_its_message_and_every_partition_goes_on() {
+    let world = World::new().await;
+    let topic = world.topic(common::TOPIC);
+    let before = message("order-a", 1);
+    let boom = message("order-a", 666);
+    let after = message("order-a", 2);
+    let other = message("order-b", 3);
+    produce_to(&world.settings, &topic, 0, &[&before, &boom, &after]).await;
+    produce_to(&world.settings, &topic, 1, &[&other]).await;
+
+    let handler = EffectHandler::panicking_on(666);
+    let consumer =
+        world.start_consumer_with(ConsumerConfig::new(unique("c"), &[common::TOPIC]), handler);
+    let applied = [&before, &after, &other].map(|m| m.metadata.message_id);
+    world.assert_applied_exactly_once(&applied, WAIT).await;
+    wait_for_dead_letters(&consumer, 1).await;
+
+    let records = read_topic(&world.settings, &dead_letter_topic(&world), 1, WAIT).await;
+    let parked = parked(&records, boom.metadata.message_id);
+    assert_eq!(
+        parked.header(h::DEAD_LETTER_REASON),
+        Some("handler panicked: cannot handle n = 666")
+    );
+    let origin = format!("{topic}/0/1");
+    assert_eq!(parked.header(h::DEAD_LETTER_ORIGIN), Some(origin.as_str()));
+    assert!(!consumer.task.is_finished(), "the consumer stopped");
+
+    // Still consuming the partition the panic happened on.
+    let later = message("order-a", 4);
+    produce_to(&world.settings, &topic, 0, &[&later]).await;
+    world
+        .assert_applied_exactly_once(&[later.metadata.message_id], WAIT)
+        .await;
+    assert_eq!(world.effects().await.len(), 4);
+    assert_eq!(consumer.stats.dead_lettered(), 1);
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_breaks_a_constraint_or_overflows_is_parked_after_one_attempt() {
+    let world = World::new().await;
+    let topic = world.topic(common::TOPIC);
+    let first = message("order-c", 1);
+    let breaks_check = message("order-c", 1_000_000);
+    let overflows = message("order-c", 3_000_000_000);
+    let last = message("order-c", 2);
+    produce_to(
+        &world.settings,
+        &topic,
+        0,
+        &[&first, &breaks_check, &overflows, &last],
+    )
+    .await;
+
+    let config = ConsumerConfig {
+        retry_initial: Duration::from_millis(10),
+        ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
+    };
+    let consumer = world.start_consumer_with(config, EffectHandler::default());
+    world
+        .assert_applied_exactly_once(&[first.metadata.message_id, last.metadata.message_id], WAIT)
+        .await;
+    wait_for_dead_letters(&consumer, 2).await;
+    assert_eq!(consumer.stats.retried(), 0, "a data error was retried");
+
+    let records = read_topic(&world.settings, &dead_letter_topic(&world), 2, WAIT).await;
+    let check = parked(&records, breaks_check.metadata.message_id)
+        .header(h::DEAD_LETTER_REASON)
+        .unwrap();
+    assert!(check.contains("SQLSTATE 23514"), "{check}");
+    let overflow = parked(&records, overflows.metadata.message_id)
+        .header(h::DEAD_LETTER_REASON)
+        .unwrap();
+    assert!(overflow.contains("SQLSTATE 22003"), "{overflow}");
+    assert_eq!(world.effects().await.len(), 2);
+    consumer.stop().await;
+}
+
+/// Whether this process's readiness names `consumer` as stuck.
+fn reported_stuck(consumer: &str) -> bool {
+    platform::health::conditions()
+        .iter()
+        .any(|d| !d.up && d.error.as_deref().is_some_and(|e| e.contains(consumer)))
+}
+
+#[tokio::test]
+async fn a_message_failing_on_every_attempt_is_parked_after_the_bound_and_reported_stuck_meanwhile()
+{
+    let world = World::new().await;
+    let topic = world.topic(common::TOPIC);
+    let stalled = message("order-s", 13);
+    let next = message("order-s", 14);
+    produce_to(&world.settings, &topic, 0, &[&stalled, &next]).await;
+
+    let name = unique("c");
+    let config = ConsumerConfig {
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(300),
+        max_attempts: 8,
+        stuck_after: Duration::from_millis(400),
+        ..ConsumerConfig::new(name.clone(), &[common::TOPIC])
+    };
+    let handler = EffectHandler::stalling_on(13, Arc::new(AtomicBool::new(true)));
+    let consumer = world.start_consumer_with(config, handler);
+
+    // While it retries: stuck, and not ready.
+    let stats = consumer.stats.clone();
+    eventually(WAIT, "the partition reported stuck", || {
+        let (stats, name) = (stats.clone(), name.clone());
+        async move {
+            let unready = platform::health::readiness(&[]).status() == 503;
+            Ok((stats.stuck_partitions() == 1 && reported_stuck(&name) && unready).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(consumer.stats.dead_lettered(), 0, "parked before the bound");
+
+    // Then parked after the bounded attempts, and the partition goes on.
+    world
+        .assert_applied_exactly_once(&[next.metadata.message_id], WAIT)
+        .await;
+    assert_eq!(consumer.stats.dead_lettered(), 1);
+    // Eight failed attempts alone (after the failed batch): seven retries, then parked.
+    assert_eq!(consumer.stats.retried(), 7);
+    let records = read_topic(&world.settings, &dead_letter_topic(&world), 1, WAIT).await;
+    let reason = parked(&records, stalled.metadata.message_id)
+        .header(h::DEAD_LETTER_REASON)
+        .unwrap();
+    assert!(reason.contains("stalled on purpose"), "{reason}");
+    assert!(reason.contains("gave up after 8 attempts"), "{reason}");
+    eventually(WAIT, "the partition no longer stuck", || {
+        let (stats, name) = (stats.clone(), name.clone());
+        async move { Ok((stats.stuck_partitions() == 0 && !reported_stuck(&name)).then_some(())) }
+    })
+    .await
+    .unwrap();
+    consumer.stop().await;
+}
+
+/// A partition stuck on one message while a flood piles up behind it is paused; the other
+/// partitions go on, and once the message passes, the flood is applied in order.
+#[tokio::test]
+async fn a_stuck_partition_with_a_flood_behind_it_does_not_hold_back_the_others() {
+    let world = World::new().await;
+    let topic = world.topic(common::TOPIC);
+    let flood: Vec<_> = (13..60).map(|n| message("flood", n)).collect();
+    let refs: Vec<_> = flood.iter().collect();
+    produce_to(&world.settings, &topic, 0, &refs).await;
+
+    let stall = Arc::new(AtomicBool::new(true));
+    let config = ConsumerConfig {
+        max_batch: 2,
+        max_concurrency: 2,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        max_attempts: u32::MAX,
+        max_retry_time: Duration::from_secs(600),
+        ..ConsumerConfig::new(unique("c"), &[common::TOPIC])
+    };
+    let handler = EffectHandler::stalling_on(13, stall.clone());
+    let consumer = world.start_consumer_with(config, handler);
+    let stats = consumer.stats.clone();
+    eventually(WAIT, "the flood's first message retried", || {
+        let stats = stats.clone();
+        async move { Ok((stats.retried() >= 3).then_some(())) }
+    })
+    .await
+    .unwrap();
+
+    // Published only now: a receive loop that waits for the stuck partition never sees them.
+    let others: Vec<_> = (0..10).map(|n| message(&format!("other-{n}"), n)).collect();
+    let refs: Vec<_> = others.iter().collect();
+    produce_to(&world.settings, &topic, 1, &refs).await;
+    let ids: Vec<_> = others.iter().map(|m| m.metadata.message_id).collect();
+    world.assert_applied_exactly_once(&ids, WAIT).await;
+    let flooded = |effects: &[common::Effect]| -> Vec<i64> {
+        effects
+            .iter()
+            .filter(|e| e.key.as_deref() == Some("flood"))
+            .map(|e| e.n)
+            .collect()
+    };
+    assert!(flooded(&world.effects().await).is_empty());
+    assert!(
+        consumer.stats.pauses() > 0,
+        "the flooded partition was never paused"
+    );
+
+    stall.store(false, Ordering::SeqCst);
+    let ids: Vec<_> = flood.iter().map(|m| m.metadata.message_id).collect();
+    world.assert_applied_exactly_once(&ids, WAIT).await;
+    let applied = flooded(&world.effects().await);
+    assert_eq!(applied, (13..60).collect::<Vec<_>>(), "out of order");
+    assert_eq!(consumer.stats.dead_lettered(), 0);
+    consumer.stop().await;
+}
+
+#[tokio::test]
+async fn the_counters_are_exported_at_zero_from_the_start() {
+    platform::metrics::install().unwrap();
+    let world = World::new().await;
+    let name = unique("c");
+    let consumer = world.start_consumer(&name);
+    let text = platform::metrics::render();
+    for family in [
+        "messages_processed_total",
+        "messages_duplicate_total",
+        "messages_retried_total",
+        "messages_dead_lettered_total",
+    ] {
+        let line = format!("{family}{{consumer=\"{name}\"}} 0");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    consumer.stop().await;
 }

@@ -1,6 +1,8 @@
 //! `/health/live` and `/health/ready`. Readiness reports each dependency the component needs
-//! and answers 503 while any is down.
+//! and answers 503 while any is down, and each [`Condition`] a part of the process registered
+//! (a consumer with a stuck partition) while it reports a problem.
 
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -59,7 +61,8 @@ struct Readiness<'a> {
 }
 
 /// 200 when every dependency is up, else 503; the body lists each one, plus Kafka as last seen
-/// by the process's [`crate::kafka::KafkaProbe`] when it runs one.
+/// by the process's [`crate::kafka::KafkaProbe`] when it runs one, plus every registered
+/// [`Condition`].
 pub fn readiness(dependencies: &[Dependency]) -> Response {
     let mut dependencies = dependencies.to_vec();
     if let Some(kafka) = crate::kafka::latest() {
@@ -67,6 +70,7 @@ pub fn readiness(dependencies: &[Dependency]) -> Response {
             dependencies.push(kafka);
         }
     }
+    dependencies.extend(conditions());
     let dependencies = dependencies.as_slice();
     let ready = dependencies.iter().all(|d| d.up);
     let status = if ready {
@@ -81,6 +85,91 @@ pub fn readiness(dependencies: &[Dependency]) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A state a part of the process keeps up to date for readiness, e.g. a consumer saying which
+/// of its partitions are stuck. It counts while a handle lives: registered by
+/// [`Condition::register`], forgotten when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Condition(Arc<ConditionState>);
+
+#[derive(Debug)]
+struct ConditionState {
+    name: &'static str,
+    /// `None` while all is well.
+    problem: Mutex<Option<String>>,
+}
+
+/// The conditions of this process; dropped ones are pruned when readiness is read.
+static CONDITIONS: Mutex<Vec<Weak<ConditionState>>> = Mutex::new(Vec::new());
+
+impl Condition {
+    /// Registers a condition reported as the dependency `name`, up until [`Condition::set`]
+    /// says otherwise.
+    pub fn register(name: &'static str) -> Self {
+        let state = Arc::new(ConditionState {
+            name,
+            problem: Mutex::new(None),
+        });
+        if let Ok(mut all) = CONDITIONS.lock() {
+            all.push(Arc::downgrade(&state));
+        }
+        Self(state)
+    }
+
+    /// `Some(problem)`: not ready, for that reason; `None`: ready.
+    pub fn set(&self, problem: Option<String>) {
+        if let Ok(mut current) = self.0.problem.lock() {
+            *current = problem;
+        }
+    }
+
+    pub fn dependency(&self) -> Dependency {
+        let problem = self.0.problem.lock().ok().and_then(|p| p.clone());
+        Dependency {
+            name: self.0.name,
+            up: problem.is_none(),
+            error: problem,
+        }
+    }
+}
+
+/// Every live [`Condition`] of this process, as dependencies.
+pub fn conditions() -> Vec<Dependency> {
+    let Ok(mut all) = CONDITIONS.lock() else {
+        return Vec::new();
+    };
+    all.retain(|c| c.strong_count() > 0);
+    all.iter()
+        .filter_map(Weak::upgrade)
+        .map(|state| Condition(state).dependency())
+        .collect()
+}
+
 pub async fn live() -> &'static str {
     "live"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(problem: &str) -> Option<Dependency> {
+        conditions()
+            .into_iter()
+            .find(|d| d.error.as_deref() == Some(problem))
+    }
+
+    #[test]
+    fn a_condition_counts_while_its_handle_lives() {
+        let condition = Condition::register("test-condition");
+        assert!(condition.dependency().up);
+        condition.set(Some("stuck on purpose".to_owned()));
+        let reported = find("stuck on purpose").expect("reported while set");
+        assert_eq!(reported.name, "test-condition");
+        assert!(!reported.up);
+        let clone = condition.clone();
+        drop(condition);
+        assert!(find("stuck on purpose").is_some(), "a clone keeps it");
+        drop(clone);
+        assert!(find("stuck on purpose").is_none(), "dropped, forgotten");
+    }
 }

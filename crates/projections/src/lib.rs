@@ -120,9 +120,12 @@ impl Projections {
         products_config: ProjectionConfig,
         orders_config: ProjectionConfig,
     ) -> anyhow::Result<Self> {
-        messaging::topics::ensure(&settings.kafka, &[contracts::topics::ORDERS])
-            .await
-            .context("creating the orders topic")?;
+        messaging::topics::ensure(
+            &settings.kafka,
+            &[contracts::topics::ORDERS, contracts::topics::DEAD_LETTERS],
+        )
+        .await
+        .context("creating the orders and dead-letter topics")?;
         let routes = http::routes(http::AppState {
             products: Arc::new(products_model.clone()),
             orders: Arc::new(orders_model.clone()),

@@ -5,10 +5,17 @@
 //! partitions) and hands it to the store as one batch. Only after the store acknowledged the
 //! batch are the records' offsets stored for librdkafka's auto-commit (every second, on
 //! rebalance, and synchronously at shutdown); a store error retries the same batch with capped
-//! backoff, indefinitely, so a store that is down holds back only its own group. Poison records
-//! (missing headers, unknown types) are skipped with a warning and counted in
-//! `projection_poison_total{store}`: a projection has nothing to compensate, and the services'
-//! own consumers already park such records in the dead-letter topic.
+//! backoff, indefinitely, so a store that is down holds back only its own group.
+//!
+//! A **poison** record (missing or invalid headers, an unknown type, a payload that does not
+//! decode or whose values are out of range) cannot be projected whatever is retried: it is
+//! counted in `projection_poison_total{store}` and parked in `{prefix}shop.dead-letters` by
+//! [`messaging::dead_letters`], like the services' consumers park theirs (same headers,
+//! `dead-letter-consumer` being the projection's name, counted in
+//! `messages_dead_lettered_total{consumer}`). Its offset, like those of the batch it came in,
+//! is stored only after the broker acknowledged the dead letter; the later records are applied
+//! as usual (a projection counts terminal facts by message id, so it has nothing to hold back
+//! behind a record it cannot read).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use messaging::dead_letters::{DeadLetters, Record};
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -134,6 +142,7 @@ pub struct Projection<M: ReadModel> {
     model: M,
     config: ProjectionConfig,
     stats: Arc<ProjectionStats>,
+    dead_letters: DeadLetters,
 }
 
 impl<M: ReadModel> Projection<M> {
@@ -161,12 +170,24 @@ impl<M: ReadModel> Projection<M> {
             .create()?;
         let topic = format!("{}{}", kafka.topic_prefix, contracts::topics::ORDERS);
         consumer.subscribe(&[&topic])?;
+        let dead_letters =
+            DeadLetters::new(kafka, &config.name, config.retry_initial, config.retry_max)?;
+        // Exported at 0 from the start, so that an alert on their increase sees the first one.
+        for family in [
+            "projection_counted_total",
+            "projection_duplicates_total",
+            "projection_poison_total",
+            "projection_retried_total",
+        ] {
+            metrics::counter!(family, "store" => M::STORE).increment(0);
+        }
         Ok(Self {
             consumer: Arc::new(consumer),
             topic,
             model,
             config,
             stats: Arc::default(),
+            dead_letters,
         })
     }
 
@@ -186,22 +207,27 @@ impl<M: ReadModel> Projection<M> {
         ));
         let max = self.config.max_batch.max(1);
         let mut batch: Vec<Fact> = Vec::with_capacity(max);
+        let mut poison: Vec<(Record, String)> = Vec::new();
         let mut last: HashMap<i32, i64> = HashMap::new();
         loop {
             let first = tokio::select! {
                 () = shutdown.requested() => break,
                 received = self.consumer.recv() => received,
             };
-            let mut records = u64::from(self.take(first, &mut batch, &mut last));
+            let mut records = u64::from(self.take(first, &mut batch, &mut poison, &mut last));
             for _ in 1..max {
                 match self.consumer.recv().now_or_never() {
                     Some(received) => {
-                        records += u64::from(self.take(received, &mut batch, &mut last))
+                        records +=
+                            u64::from(self.take(received, &mut batch, &mut poison, &mut last))
                     }
                     None => break,
                 }
             }
             if !self.apply_until_done(&batch, &mut shutdown).await {
+                break;
+            }
+            if !self.park(&mut poison, &mut shutdown).await {
                 break;
             }
             for (partition, offset) in last.drain() {
@@ -222,11 +248,13 @@ impl<M: ReadModel> Projection<M> {
         Ok(())
     }
 
-    /// Adds a received record to the batch; `true` if it was a record (not a client error).
+    /// Adds a received record to the batch, or to `poison` with why it cannot be projected;
+    /// `true` if it was a record (not a client error).
     fn take(
         &self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
         batch: &mut Vec<Fact>,
+        poison: &mut Vec<(Record, String)>,
         last: &mut HashMap<i32, i64>,
     ) -> bool {
         let message = match received {
@@ -246,9 +274,28 @@ impl<M: ReadModel> Projection<M> {
                 self.stats.poison.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("projection_poison_total", "store" => M::STORE).increment(1);
                 tracing::warn!(store = M::STORE, partition, offset, %reason,
-                    "skipping a record the projection cannot read");
+                    "a record the projection cannot read; parking it");
+                poison.push((Record::copy(&message), reason));
             }
         }
+        true
+    }
+
+    /// Parks the batch's poison records in the dead-letter topic, in order; `false` when
+    /// stopping before the broker acknowledged them all (the batch's offsets stay unstored,
+    /// and a restart parks them again).
+    async fn park(&self, poison: &mut Vec<(Record, String)>, shutdown: &mut Shutdown) -> bool {
+        for (record, reason) in poison.iter() {
+            if self
+                .dead_letters
+                .park(record, reason, shutdown)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        poison.clear();
         true
     }
 

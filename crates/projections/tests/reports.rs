@@ -133,6 +133,78 @@ async fn a_rebuild_during_load_ends_with_exact_reports() {
     assert_eq!(world.reports().await.unwrap(), before);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_projections_cannot_read_is_dead_lettered_and_later_ones_are_applied() {
+    let world = World::new().await;
+    let prefix = &world.settings.kafka.topic_prefix;
+    let topic = format!("{prefix}{}", contracts::topics::ORDERS);
+    let dead_letters = format!("{prefix}{}", contracts::topics::DEAD_LETTERS);
+    // Valid headers around a payload that is no `OrderCompleted`.
+    let id = uuid::Uuid::now_v7().to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: contracts::headers::MESSAGE_ID,
+            value: Some(id.as_str()),
+        })
+        .insert(Header {
+            key: contracts::headers::MESSAGE_TYPE,
+            value: Some("OrderCompleted"),
+        })
+        .insert(Header {
+            key: contracts::headers::SCHEMA_VERSION,
+            value: Some("1"),
+        });
+    producer(&world.settings.kafka.brokers)
+        .send(
+            FutureRecord::to(&topic)
+                .key("poison")
+                .payload(r#"{"orderId":5}"#)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    load(world.pool(), 20).await;
+    world.assert_reports_exact(SETTLE).await;
+    let brokers = world.settings.kafka.brokers.clone();
+    let parked = eventually(SETTLE, "a dead letter from each projection", || {
+        let (brokers, dead_letters) = (brokers.clone(), dead_letters.clone());
+        async move {
+            let records =
+                tokio::task::spawn_blocking(move || read_all(&brokers, &dead_letters)).await?;
+            Ok((records.len() >= 2).then_some(records))
+        }
+    })
+    .await
+    .unwrap();
+    let header = |record: &Record, name: &str| -> String {
+        let (_, _, _, headers) = record;
+        let value = headers.iter().rev().find(|(k, _)| k == name);
+        String::from_utf8_lossy(&value.unwrap().1).into_owned()
+    };
+    let mut consumers: Vec<String> = parked
+        .iter()
+        .map(|r| header(r, contracts::headers::DEAD_LETTER_CONSUMER))
+        .collect();
+    consumers.sort();
+    assert_eq!(
+        consumers,
+        [projections::MONGO_CONSUMER, projections::REDIS_CONSUMER]
+    );
+    for record in &parked {
+        let (_, key, payload, _) = record;
+        assert_eq!(key.as_slice(), b"poison");
+        assert_eq!(payload.as_slice(), br#"{"orderId":5}"#);
+        assert_eq!(header(record, contracts::headers::MESSAGE_ID), id);
+        assert!(header(record, contracts::headers::DEAD_LETTER_ORIGIN).starts_with(&topic));
+        assert!(!header(record, contracts::headers::DEAD_LETTER_REASON).is_empty());
+    }
+    let (redis, mongo) = &world.stats;
+    assert_eq!((redis.poison(), mongo.poison()), (1, 1));
+}
+
 fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,14 +42,15 @@ impl World {
             .run(&db.pool)
             .await
             .unwrap();
-        // No unique constraint on purpose: a message applied twice shows up as two rows.
+        // No unique constraint on purpose: a message applied twice shows up as two rows. The
+        // CHECK makes `n` of a million or more a message whose effect breaks a constraint.
         sqlx::query(
             "CREATE TABLE effects (
                  seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                  consumer text NOT NULL,
                  message_id uuid NOT NULL,
                  message_key text,
-                 n bigint NOT NULL,
+                 n bigint NOT NULL CHECK (n < 1000000),
                  txid bigint NOT NULL DEFAULT txid_current())",
         )
         .execute(&db.pool)
@@ -249,10 +250,16 @@ pub fn messages(count: usize, keys: usize) -> Vec<OutgoingMessage> {
 }
 
 /// Records one effect row per applied message. `n < 0` is a permanent failure (a poison message
-/// the headers do not reveal); the first `transient_failures` calls fail transiently.
+/// the headers do not reveal); the first `transient_failures` calls fail transiently. The row's
+/// `n` goes through an `int4` (`n` of 2³¹ or more overflows it) and a CHECK (`n` of a million
+/// or more breaks it).
 #[derive(Default)]
 pub struct EffectHandler {
     pub transient_failures: AtomicU32,
+    /// The handler panics on a message with this `n`.
+    pub panics_on: Option<i64>,
+    /// A message with this `n` fails transiently while the flag is set.
+    pub stalls_on: Option<(i64, Arc<AtomicBool>)>,
     /// How long each message takes to apply (to make concurrent transactions overlap).
     pub delay: Duration,
     in_flight: AtomicU32,
@@ -273,6 +280,21 @@ impl EffectHandler {
     pub fn taking(delay: Duration) -> Self {
         Self {
             delay,
+            ..Self::default()
+        }
+    }
+
+    pub fn panicking_on(n: i64) -> Self {
+        Self {
+            panics_on: Some(n),
+            ..Self::default()
+        }
+    }
+
+    /// Fails a message with `n` transiently while `flag` is set.
+    pub fn stalling_on(n: i64, flag: Arc<AtomicBool>) -> Self {
+        Self {
+            stalls_on: Some((n, flag)),
             ..Self::default()
         }
     }
@@ -324,6 +346,14 @@ impl EffectHandler {
         let n = payload["n"]
             .as_i64()
             .ok_or_else(|| HandlerError::Permanent("payload has no n".into()))?;
+        if self.panics_on == Some(n) {
+            panic!("cannot handle n = {n}");
+        }
+        if let Some((stalled, flag)) = &self.stalls_on {
+            if *stalled == n && flag.load(Ordering::SeqCst) {
+                return Err(HandlerError::Transient("stalled on purpose".into()));
+            }
+        }
         if n < 0 {
             return Err(HandlerError::Permanent(format!(
                 "n must not be negative: {n}"
@@ -334,7 +364,8 @@ impl EffectHandler {
         tokio::time::sleep(self.delay).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         sqlx::query(
-            "INSERT INTO effects (consumer, message_id, message_key, n) VALUES ('test', $1, $2, $3)",
+            "INSERT INTO effects (consumer, message_id, message_key, n)
+             VALUES ('test', $1, $2, $3::int4)",
         )
         .bind(message.metadata.message_id)
         .bind(&message.key)
@@ -464,6 +495,43 @@ pub fn headers_of(m: &OutgoingMessage) -> Vec<(String, String)> {
         headers.push((contracts::headers::CAUSATION_ID.into(), c.to_string()));
     }
     headers
+}
+
+/// Publishes `messages` as the relay would, in order, to partition `partition` of `topic`.
+pub async fn produce_to(
+    settings: &Settings,
+    topic: &str,
+    partition: i32,
+    messages: &[&OutgoingMessage],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for m in messages {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers_of(m) {
+            owned = owned.insert(Header {
+                key: k.as_str(),
+                value: Some(v.as_str()),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&m.key)
+                    .payload(&m.payload)
+                    .headers(owned),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
 }
 
 /// Publishes one raw record, bypassing the outbox (to fake redeliveries and poison messages).

@@ -74,6 +74,8 @@ pub enum FailureReason {
     OutOfStock,
     UnknownProduct,
     PaymentDeclined,
+    /// The saga did not settle within the order service's deadline.
+    TimedOut,
 }
 
 impl FailureReason {
@@ -82,6 +84,7 @@ impl FailureReason {
             Self::OutOfStock => "out_of_stock",
             Self::UnknownProduct => "unknown_product",
             Self::PaymentDeclined => "payment_declined",
+            Self::TimedOut => "timed_out",
         }
     }
 }

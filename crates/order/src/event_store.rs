@@ -105,6 +105,7 @@ pub async fn append(
         expected_version,
         events,
     };
+        saga: Saga::Continues,
     append_many(executor, std::slice::from_ref(&append), messages).await
 }
 
@@ -115,6 +116,19 @@ pub struct StreamAppend<'a> {
     pub expected_version: u32,
     pub events: &'a [NewEvent],
 }
+    pub saga: Saga,
+}
+
+/// What an append does to the stream's saga, kept in `open_sagas` by the append's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Saga {
+    /// Neither starts nor settles it.
+    #[default]
+    Continues,
+    /// The saga starts now; its deadline counts from this statement.
+    Starts,
+    /// The saga settled (completed or failed): it no longer has a deadline.
+    Settles,
 
 /// [`append`] for several streams in one statement (a consumer's micro-batch): all of them and
 /// the `messages` are written, or none. Each stream is checked against its own expected
@@ -144,6 +158,13 @@ pub async fn append_many(
         .map(|(.., e)| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
 
+    let sagas = |which: Saga| -> Vec<Uuid> {
+        (appends.iter())
+            .filter(|a| a.saga == which)
+            .map(|a| a.stream_id)
+            .collect()
+    };
+    let (starting, settling) = (sagas(Saga::Starts), sagas(Saga::Settles));
     let mut args = PgArguments::default();
     let bound = (|| {
         args.add(&streams)?;
@@ -153,21 +174,54 @@ pub async fn append_many(
         args.add(&payloads)?;
         args.add(&metadata)?;
         if messages.is_empty() {
+        if !starting.is_empty() {
+            args.add(&starting)?;
+        }
+        if !settling.is_empty() {
+            args.add(&settling)?;
+        }
             return Ok(());
         }
         outbox::add_rows(&mut args, messages)
     })();
     bound.map_err(sqlx::Error::Encode)?;
-    // The outbox insert is a data-modifying `WITH`: it runs whether or not it is referenced.
-    // (Left out when there is nothing to queue: its trigger would wake the relay for nothing.)
-    let queue = if messages.is_empty() {
+    // Each part is a data-modifying `WITH`: it runs whether or not it is referenced. A part with
+    // nothing to do is left out (the outbox's trigger would wake the relay for nothing), so the
+    // usual appends keep their plain statement.
+    let mut parts = Vec::new();
+    let mut next = 7;
+    if !starting.is_empty() {
+        // A placed order is new, but an id placed twice must fail on the events' key (a typed
+        // conflict), not here.
+        parts.push(format!(
+            "started AS (INSERT INTO open_sagas (order_id) SELECT UNNEST(${next}::uuid[])
+                         ON CONFLICT (order_id) DO NOTHING)"
+        ));
+        next += 1;
+    }
+    if !settling.is_empty() {
+        // A row the deadline holds locked is skipped, not waited for: that poller is about to
+        // fail this very order, and waiting here while it waits for this append's version of
+        // the stream would deadlock. The loser of that race rolls back; a row it leaves behind
+        // names a settled order, which the deadline's next poll deletes.
+        parts.push(format!(
+            "settled AS (DELETE FROM open_sagas WHERE order_id = ANY(ARRAY(
+                         SELECT order_id FROM open_sagas WHERE order_id = ANY(${next}::uuid[])
+                         FOR UPDATE SKIP LOCKED)))"
+        ));
+        next += 1;
+    }
+    if !messages.is_empty() {
+        parts.push(format!("queued AS ({})", outbox::insert_rows_sql(next)));
+    }
+    let with = if parts.is_empty() {
         String::new()
     } else {
-        format!("WITH queued AS ({})", outbox::insert_rows_sql(7))
+        format!("WITH {}", parts.join(",\n"))
     };
     // Rows go in as given (each stream in version order), so global positions follow.
     let sql = format!(
-        "{queue}
+        "{with}
          INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
          SELECT st, v, t, s, p, m
          FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[])

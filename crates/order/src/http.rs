@@ -294,7 +294,7 @@ async fn get_events(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The order is no longer pending (completed or failed)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is no longer pending (completed or failed), or was changed too often (`too-many-changes`)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A rule of the order is broken", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -333,7 +333,7 @@ async fn add_item(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed product id or quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending, fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending, changed too often (`too-many-changes`), fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Invalid quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -488,6 +488,11 @@ fn command_problem(error: CommandError) -> Problem {
         ),
         CommandError::Database(e) if is_unavailable(&e) => {
             tracing::warn!(error = %e, "database unavailable");
+        DomainError::TooManyChanges => Problem::new(
+            StatusCode::CONFLICT,
+            "too-many-changes",
+            "The order accepts no more changes",
+        ),
             Problem::unavailable("the order store is unavailable")
         }
         e => {
@@ -601,3 +606,4 @@ pub mod doc {
         PaymentDeclined,
     }
 }
+        TimedOut,

@@ -15,6 +15,18 @@ pub struct Settings {
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
     pub payment: PaymentSettings,
+    pub saga: SagaSettings,
+}
+
+/// The order service's watch over its sagas.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SagaSettings {
+    /// A saga not settled this many seconds after its order was placed fails the order with
+    /// `timed_out` (`SHOP_SAGA__DEADLINE_SECONDS`).
+    pub deadline_seconds: u64,
+    /// How often the order service looks for sagas past their deadline, in milliseconds: the
+    /// most a timeout comes late.
+    pub deadline_poll_millis: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +161,10 @@ json_logs = false
 
 [payment]
 starting_credit = "10000.00"
+
+[saga]
+deadline_seconds = 60
+deadline_poll_millis = 1000
 "#;
 
 impl Settings {
@@ -187,5 +203,6 @@ mod tests {
         // Two instances per consumer group, and no more produce requests per relay batch than
         // that (see `KafkaSettings::partitions`).
         assert_eq!(settings.kafka.partitions, 2);
+        assert_eq!(settings.saga.deadline_seconds, 60);
     }
 }

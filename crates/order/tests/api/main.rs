@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod commands;
+mod deadline;
 mod event_store;
 mod helpers;
 mod orders;

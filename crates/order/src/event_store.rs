@@ -2,8 +2,9 @@
 //!
 //! - `append` writes a batch of events at `expected_version + 1 …`, and the messages they
 //!   cause to the outbox in the same statement; a clash on `(stream_id, version)` is a typed
-//!   [`AppendError::Conflict`].
-//! - `load` returns one stream in version order.
+//!   [`AppendError::Conflict`]. The same statement keeps the `open_sagas` table (orders whose
+//!   saga has not settled, read by the deadline) in step: see [`Saga`].
+//! - `load` returns one stream in version order, `load_page` a page of it.
 //! - `read_all` follows the whole store in a global order that never skips a late commit: rows
 //!   are ordered by `(transaction_id, global_position)` and only rows written by transactions
 //!   older than the oldest one still running are returned (transaction-id snapshot filtering).
@@ -104,8 +105,8 @@ pub async fn append(
         stream_id,
         expected_version,
         events,
-    };
         saga: Saga::Continues,
+    };
     append_many(executor, std::slice::from_ref(&append), messages).await
 }
 
@@ -115,7 +116,6 @@ pub struct StreamAppend<'a> {
     pub stream_id: Uuid,
     pub expected_version: u32,
     pub events: &'a [NewEvent],
-}
     pub saga: Saga,
 }
 
@@ -129,6 +129,7 @@ pub enum Saga {
     Starts,
     /// The saga settled (completed or failed): it no longer has a deadline.
     Settles,
+}
 
 /// [`append`] for several streams in one statement (a consumer's micro-batch): all of them and
 /// the `messages` are written, or none. Each stream is checked against its own expected
@@ -157,7 +158,6 @@ pub async fn append_many(
         .iter()
         .map(|(.., e)| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
-
     let sagas = |which: Saga| -> Vec<Uuid> {
         (appends.iter())
             .filter(|a| a.saga == which)
@@ -165,6 +165,7 @@ pub async fn append_many(
             .collect()
     };
     let (starting, settling) = (sagas(Saga::Starts), sagas(Saga::Settles));
+
     let mut args = PgArguments::default();
     let bound = (|| {
         args.add(&streams)?;
@@ -173,13 +174,13 @@ pub async fn append_many(
         args.add(&schema_versions)?;
         args.add(&payloads)?;
         args.add(&metadata)?;
-        if messages.is_empty() {
         if !starting.is_empty() {
             args.add(&starting)?;
         }
         if !settling.is_empty() {
             args.add(&settling)?;
         }
+        if messages.is_empty() {
             return Ok(());
         }
         outbox::add_rows(&mut args, messages)
@@ -302,6 +303,33 @@ pub async fn load_many(
     .bind(stream_ids)
     .fetch_all(executor)
     .await
+}
+
+/// Up to `limit` events of one stream after version `after`, in version order: a page of its
+/// history.
+pub async fn load_page(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    after: i32,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version > $2
+         ORDER BY version LIMIT $3"
+    ))
+    .bind(stream_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// Whether a stream has any event.
+pub async fn exists(executor: impl PgExecutor<'_>, stream_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = 1)")
+        .bind(stream_id)
+        .fetch_one(executor)
+        .await
 }
 
 /// Up to `limit` events after `after`, in global order, from transactions that can no longer

@@ -10,4 +10,5 @@ mod deadline;
 mod event_store;
 mod helpers;
 mod orders;
+mod pages;
 mod saga;

@@ -32,6 +32,15 @@ use crate::domain::{Command, DomainError, OrderId};
 use crate::event_store::{self, NewEvent, RecordedEvent, StreamAppend};
 use crate::view;
 
+/// The poll: up to `$2` orders placed at least `$1` seconds ago, oldest first, each locked by
+/// this transaction or skipped if another holds it. `now()` is the transaction's start. Public
+/// so that a test can check its generic plan reads `open_sagas_by_age`, never the whole table.
+pub const POLL: &str = "SELECT order_id FROM open_sagas
+     WHERE placed_at <= now() - make_interval(secs => $1)
+     ORDER BY placed_at
+     LIMIT $2
+     FOR UPDATE SKIP LOCKED";
+
 /// How the deadline is kept. Tests shorten it.
 #[derive(Debug, Clone)]
 pub struct DeadlineConfig {
@@ -74,19 +83,11 @@ pub async fn time_out_due(
     config: &DeadlineConfig,
 ) -> Result<TimeoutReport, CommandError> {
     let mut tx = pool.begin().await?;
-    // `now()` is the transaction's start; the index on `placed_at` serves both the range and
-    // the order.
-    let due: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT order_id FROM open_sagas
-         WHERE placed_at <= now() - make_interval(secs => $1)
-         ORDER BY placed_at
-         LIMIT $2
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(config.deadline.as_secs_f64())
-    .bind(config.batch_size)
-    .fetch_all(&mut *tx)
-    .await?;
+    let due: Vec<Uuid> = sqlx::query_scalar(POLL)
+        .bind(config.deadline.as_secs_f64())
+        .bind(config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
     if due.is_empty() {
         return Ok(TimeoutReport::default());
     }

@@ -278,3 +278,35 @@ async fn an_order_placed_with_an_idempotency_key_has_a_deadline_too() {
     let order_id: Uuid = order["orderId"].as_str().unwrap().parse().unwrap();
     assert_eq!(open_sagas(&app).await, [order_id]);
 }
+
+/// The services' sessions force generic plans and rule out sequential scans (ARCHITECTURE.md,
+/// "Generic plans"): the poll must find an index for both its range and its order, or it
+/// would read every open saga once a second.
+#[tokio::test]
+async fn the_poll_reads_the_oldest_open_sagas_by_index() {
+    let app = TestApp::spawn().await.unwrap();
+    sqlx::query(
+        "INSERT INTO open_sagas (order_id, placed_at)
+         SELECT gen_random_uuid(), now() FROM generate_series(1, 20000)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let mut conn = app.pool().acquire().await.unwrap();
+    sqlx::raw_sql("ANALYZE open_sagas")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("PREPARE due (float8, int8) AS {}", deadline::POLL))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE due (60, 100)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("open_sagas_by_age"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+}

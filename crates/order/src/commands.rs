@@ -88,8 +88,8 @@ pub async fn execute_in(
 }
 
 /// Runs `command` on an order id just minted, so its stream is known to be empty: nothing to
-/// load, and the append is one statement (events and outbox together), atomic without a
-/// transaction. One round trip to place an order.
+/// load, and the append is one statement (events, outbox and the saga's `open_sagas` row
+/// together), atomic without a transaction. One round trip to place an order.
 pub async fn start(
     pool: &PgPool,
     order_id: OrderId,

@@ -75,7 +75,7 @@ pub enum FailureReason {
     OutOfStock,
     UnknownProduct,
     PaymentDeclined,
-    /// The saga did not settle within the order's deadline.
+    /// The saga did not settle within the order service's deadline.
     TimedOut,
 }
 

@@ -3,12 +3,15 @@
 //! consumers share this path.
 
 use chrono::{DateTime, Utc};
+use contracts::orders::FailureReason;
 use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{Command, DomainError, Event, Order, OrderId};
-use crate::event_store::{self, AppendError, EventMetadata, NewEvent, RecordedEvent};
+use crate::event_store::{
+    self, AppendError, EventMetadata, NewEvent, RecordedEvent, Saga, StreamAppend,
+};
 use crate::messages;
 use crate::view::{self, CorruptEvent};
 
@@ -85,8 +88,8 @@ pub async fn execute_in(
 }
 
 /// Runs `command` on an order id just minted, so its stream is known to be empty: nothing to
-/// load, and the append is one statement (events and outbox together), atomic without a
-/// transaction. One round trip to place an order.
+/// load, and the append is one statement (events, outbox and the saga's `open_sagas` row
+/// together), atomic without a transaction. One round trip to place an order.
 pub async fn start(
     pool: &PgPool,
     order_id: OrderId,
@@ -114,14 +117,15 @@ async fn decide_and_append(
             appended: 0,
         });
     }
-    let recorded = event_store::append(
-        executor,
-        order_id.0,
-        order.version,
-        &decision.new_events,
-        &decision.messages,
-    )
-    .await?;
+    let append = StreamAppend {
+        stream_id: order_id.0,
+        expected_version: order.version,
+        events: &decision.new_events,
+        saga: decision.saga,
+    };
+    let recorded =
+        event_store::append_many(executor, std::slice::from_ref(&append), &decision.messages)
+            .await?;
     count_outcomes(&decision.events);
     let order = decision.apply_to(order);
     let appended = recorded.len();
@@ -134,12 +138,14 @@ async fn decide_and_append(
 }
 
 /// What a command decided against an order, ready to append: its events with their metadata,
-/// the same events as the store takes them, and the messages they publish. Nothing is written.
+/// the same events as the store takes them, the messages they publish, and whether they start
+/// or settle the saga. Nothing is written.
 #[derive(Debug, Clone, Default)]
 pub struct Decision {
     pub events: Vec<(Event, Metadata)>,
     pub new_events: Vec<NewEvent>,
     pub messages: Vec<OutgoingMessage>,
+    pub saga: Saga,
 }
 
 impl Decision {
@@ -180,11 +186,24 @@ pub fn decide(
         .map(|(event, metadata)| new_event(event, metadata))
         .collect();
     let messages = messages::for_events(order_id, order, &events);
+    let saga = saga_change(&events);
     Ok(Decision {
         events,
         new_events,
         messages,
+        saga,
     })
+}
+
+/// Placing starts the saga (and its deadline); completing or failing settles it.
+fn saga_change(events: &[(Event, Metadata)]) -> Saga {
+    events
+        .iter()
+        .fold(Saga::Continues, |saga, (event, _)| match event {
+            Event::OrderPlaced { .. } => Saga::Starts,
+            Event::OrderCompleted { .. } | Event::OrderFailed { .. } => Saga::Settles,
+            _ => saga,
+        })
 }
 
 /// Runs `command` in a transaction of its own, re-deciding against the new state when another
@@ -228,6 +247,21 @@ pub fn count_outcomes(events: &[(Event, Metadata)]) {
             }
             _ => {}
         }
+    }
+}
+
+/// Exports every `saga_outcomes_total` series at 0, so that an alert on its increase sees the
+/// first outcome of each kind too.
+pub fn export_outcomes() {
+    metrics::counter!("saga_outcomes_total", "outcome" => "completed", "reason" => "").increment(0);
+    for reason in [
+        FailureReason::OutOfStock,
+        FailureReason::UnknownProduct,
+        FailureReason::PaymentDeclined,
+        FailureReason::TimedOut,
+    ] {
+        metrics::counter!("saga_outcomes_total", "outcome" => "failed", "reason" => reason.as_str())
+            .increment(0);
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - `append` writes a batch of events at `expected_version + 1 …`, and the messages they
 //!   cause to the outbox in the same statement; a clash on `(stream_id, version)` is a typed
-//!   [`AppendError::Conflict`].
-//! - `load` returns one stream in version order.
+//!   [`AppendError::Conflict`]. The same statement keeps the `open_sagas` table (orders whose
+//!   saga has not settled, read by the deadline) in step: see [`Saga`].
+//! - `load` returns one stream in version order, `load_page` a page of it.
 //! - `read_all` follows the whole store in a global order that never skips a late commit: rows
 //!   are ordered by `(transaction_id, global_position)` and only rows written by transactions
 //!   older than the oldest one still running are returned (transaction-id snapshot filtering).
@@ -104,6 +105,7 @@ pub async fn append(
         stream_id,
         expected_version,
         events,
+        saga: Saga::Continues,
     };
     append_many(executor, std::slice::from_ref(&append), messages).await
 }
@@ -114,6 +116,19 @@ pub struct StreamAppend<'a> {
     pub stream_id: Uuid,
     pub expected_version: u32,
     pub events: &'a [NewEvent],
+    pub saga: Saga,
+}
+
+/// What an append does to the stream's saga, kept in `open_sagas` by the append's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Saga {
+    /// Neither starts nor settles it.
+    #[default]
+    Continues,
+    /// The saga starts now; its deadline counts from this statement.
+    Starts,
+    /// The saga settled (completed or failed): it no longer has a deadline.
+    Settles,
 }
 
 /// [`append`] for several streams in one statement (a consumer's micro-batch): all of them and
@@ -143,6 +158,13 @@ pub async fn append_many(
         .iter()
         .map(|(.., e)| serde_json::to_value(&e.metadata).unwrap_or_default())
         .collect();
+    let sagas = |which: Saga| -> Vec<Uuid> {
+        (appends.iter())
+            .filter(|a| a.saga == which)
+            .map(|a| a.stream_id)
+            .collect()
+    };
+    let (starting, settling) = (sagas(Saga::Starts), sagas(Saga::Settles));
 
     let mut args = PgArguments::default();
     let bound = (|| {
@@ -152,22 +174,55 @@ pub async fn append_many(
         args.add(&schema_versions)?;
         args.add(&payloads)?;
         args.add(&metadata)?;
+        if !starting.is_empty() {
+            args.add(&starting)?;
+        }
+        if !settling.is_empty() {
+            args.add(&settling)?;
+        }
         if messages.is_empty() {
             return Ok(());
         }
         outbox::add_rows(&mut args, messages)
     })();
     bound.map_err(sqlx::Error::Encode)?;
-    // The outbox insert is a data-modifying `WITH`: it runs whether or not it is referenced.
-    // (Left out when there is nothing to queue: its trigger would wake the relay for nothing.)
-    let queue = if messages.is_empty() {
+    // Each part is a data-modifying `WITH`: it runs whether or not it is referenced. A part with
+    // nothing to do is left out (the outbox's trigger would wake the relay for nothing), so the
+    // usual appends keep their plain statement.
+    let mut parts = Vec::new();
+    let mut next = 7;
+    if !starting.is_empty() {
+        // A placed order is new, but an id placed twice must fail on the events' key (a typed
+        // conflict), not here.
+        parts.push(format!(
+            "started AS (INSERT INTO open_sagas (order_id) SELECT UNNEST(${next}::uuid[])
+                         ON CONFLICT (order_id) DO NOTHING)"
+        ));
+        next += 1;
+    }
+    if !settling.is_empty() {
+        // A row the deadline holds locked is skipped, not waited for: that poller is about to
+        // fail this very order, and waiting here while it waits for this append's version of
+        // the stream would deadlock. The loser of that race rolls back; a row it leaves behind
+        // names a settled order, which the deadline's next poll deletes.
+        parts.push(format!(
+            "settled AS (DELETE FROM open_sagas WHERE order_id = ANY(ARRAY(
+                         SELECT order_id FROM open_sagas WHERE order_id = ANY(${next}::uuid[])
+                         FOR UPDATE SKIP LOCKED)))"
+        ));
+        next += 1;
+    }
+    if !messages.is_empty() {
+        parts.push(format!("queued AS ({})", outbox::insert_rows_sql(next)));
+    }
+    let with = if parts.is_empty() {
         String::new()
     } else {
-        format!("WITH queued AS ({})", outbox::insert_rows_sql(7))
+        format!("WITH {}", parts.join(",\n"))
     };
     // Rows go in as given (each stream in version order), so global positions follow.
     let sql = format!(
-        "{queue}
+        "{with}
          INSERT INTO events (stream_id, version, event_type, schema_version, payload, metadata)
          SELECT st, v, t, s, p, m
          FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::int2[], $5::jsonb[], $6::jsonb[])
@@ -248,6 +303,33 @@ pub async fn load_many(
     .bind(stream_ids)
     .fetch_all(executor)
     .await
+}
+
+/// Up to `limit` events of one stream after version `after`, in version order: a page of its
+/// history.
+pub async fn load_page(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    after: i32,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version > $2
+         ORDER BY version LIMIT $3"
+    ))
+    .bind(stream_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// Whether a stream has any event.
+pub async fn exists(executor: impl PgExecutor<'_>, stream_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = 1)")
+        .bind(stream_id)
+        .fetch_one(executor)
+        .await
 }
 
 /// Up to `limit` events after `after`, in global order, from transactions that can no longer

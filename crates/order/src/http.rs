@@ -4,11 +4,12 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use messaging::Doorbell;
 use platform::http::{FieldError, Json, Problem, Query};
+use platform::pagination::PageQuery;
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -261,25 +262,44 @@ async fn get_order(
     operation_id = "getOrderEvents",
     tag = "orders",
     summary = "An order's event history",
-    params(("orderId" = Uuid, Path, description = "The order")),
+    description = "Paginated by version: follow `Link: rel=\"next\"` until it is absent.",
+    params(("orderId" = Uuid, Path, description = "The order"), PageQuery),
     responses(
-        (status = 200, description = "Its events, versions 1..n", body = Vec<doc::Event>),
+        (status = 200, description = "Its events in version order, at most `limit`", body = Vec<doc::Event>,
+            headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
+        (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 async fn get_events(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<axum::Json<Vec<EventView>>, Problem> {
+    Query(query): Query<PageQuery>,
+    uri: Uri,
+) -> Result<Response, Problem> {
     let order_id = parse_order_id(&order_id)?;
-    let stream = crate::event_store::load(&state.pool, order_id.0)
+    let page = query.page()?;
+    // The cursor is the version of the last event read.
+    let after = page
+        .cursor(|raw| raw.parse::<i32>().ok().filter(|v| *v > 0))?
+        .unwrap_or(0);
+    let store = |e: sqlx::Error| command_problem(e.into());
+    let events = crate::event_store::load_page(&state.pool, order_id.0, after, page.fetch())
         .await
-        .map_err(|e| command_problem(e.into()))?;
-    if stream.is_empty() {
+        .map_err(store)?;
+    // An empty page past the end of an order's history is still its history.
+    if events.is_empty()
+        && (after == 0
+            || !crate::event_store::exists(&state.pool, order_id.0)
+                .await
+                .map_err(store)?)
+    {
         return Err(order_not_found());
     }
-    Ok(axum::Json(stream.iter().map(EventView::from).collect()))
+    let views: Vec<EventView> = events.iter().map(EventView::from).collect();
+    Ok(page.respond(&uri, views, |e| e.version.to_string()))
 }
 
 #[utoipa::path(
@@ -294,7 +314,7 @@ async fn get_events(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The order is no longer pending (completed or failed)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is no longer pending (completed or failed), or was changed too often (`too-many-changes`)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A rule of the order is broken", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -333,7 +353,7 @@ async fn add_item(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed product id or quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending, fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending, changed too often (`too-many-changes`), fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "Invalid quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -468,6 +488,11 @@ fn domain_problem(error: DomainError) -> Problem {
             "order-would-be-empty",
             "Removing every unit would leave the order empty",
         ),
+        DomainError::TooManyChanges => Problem::new(
+            StatusCode::CONFLICT,
+            "too-many-changes",
+            "The order accepts no more changes",
+        ),
     };
     problem.detail(detail)
 }
@@ -599,5 +624,6 @@ pub mod doc {
         OutOfStock,
         UnknownProduct,
         PaymentDeclined,
+        TimedOut,
     }
 }

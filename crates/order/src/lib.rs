@@ -5,10 +5,13 @@
 //! - [`domain`]: the aggregate and its rules (pure);
 //! - [`event_store`]: append/load/read-all over PostgreSQL;
 //! - [`commands`]: load → decide → append + outbox, in one transaction, with retries on conflict;
+//! - [`saga`]: stock and payment replies → commands;
+//! - [`deadline`]: fails the orders whose saga outlived the deadline (`timed_out`);
 //! - [`messages`]: which integration message each event publishes;
 //! - [`http`]: the `/api/orders` routes.
 
 pub mod commands;
+pub mod deadline;
 pub mod domain;
 pub mod event_store;
 pub mod http;
@@ -17,10 +20,15 @@ pub mod messages;
 pub mod saga;
 pub mod view;
 
+use messaging::service::{Definition, Service};
+use platform::Settings;
+use platform::shutdown::Shutdown;
+use platform::supervise::Part;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-/// The service's own tables (events, idempotency keys); outbox and inbox come from `messaging`.
+/// The service's own tables (events, idempotency keys, open sagas); outbox and inbox come from
+/// `messaging`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The consumer name (inbox key and, prefixed, the Kafka group).
@@ -45,4 +53,50 @@ pub fn definition(database: &str, port: u16) -> messaging::service::Definition<s
 /// Creates or updates every table the service needs.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     messaging::migrator(&MIGRATIONS).run(pool).await
+}
+
+/// The order service as a process: the service of [`definition`] (HTTP, relay, saga consumer)
+/// and the saga deadline beside it, under one shutdown.
+pub struct Component {
+    service: Service<saga::SagaHandler>,
+    deadlines: deadline::Deadlines,
+}
+
+impl Component {
+    /// Builds the service (see `messaging::service::Service::build`) and its deadline keeper.
+    pub async fn build(
+        settings: &Settings,
+        definition: Definition<saga::SagaHandler>,
+        deadline: deadline::DeadlineConfig,
+    ) -> anyhow::Result<Self> {
+        let service = Service::build(settings, definition).await?;
+        let deadlines = deadline::Deadlines::new(service.pool.clone(), deadline);
+        Ok(Self { service, deadlines })
+    }
+
+    pub fn address(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.service.address()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.service.pool
+    }
+
+    /// Runs until shutdown; either part ending on its own stops the other.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Self { service, deadlines } = self;
+        commands::export_outcomes();
+        platform::run_until_stopped(shutdown, |stop| {
+            let deadline: Part = Box::pin({
+                let stop = stop.clone();
+                async move {
+                    deadlines.run(stop).await;
+                    Ok(())
+                }
+            });
+            let service: Part = Box::pin(service.run(stop));
+            vec![("service", service), ("saga deadline", deadline)]
+        })
+        .await
+    }
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::commands::{self, CommandError, Context};
 use crate::domain::{Command, Order, OrderId};
-use crate::event_store::{self, NewEvent, RecordedEvent, StreamAppend};
+use crate::event_store::{self, NewEvent, RecordedEvent, Saga, StreamAppend};
 use crate::view;
 
 pub struct SagaHandler;
@@ -85,6 +85,7 @@ struct Pending {
     loaded_version: u32,
     order: Order,
     new_events: Vec<NewEvent>,
+    saga: Saga,
 }
 
 impl Handler for SagaHandler {
@@ -133,6 +134,7 @@ impl Handler for SagaHandler {
                         loaded_version: order.version,
                         order,
                         new_events: Vec::new(),
+                        saga: Saga::Continues,
                     })
                 }
             };
@@ -146,6 +148,9 @@ impl Handler for SagaHandler {
                 .map_err(handler_error)?;
             state.order = decision.apply_to(state.order.clone());
             state.new_events.extend(decision.new_events);
+            if decision.saga != Saga::Continues {
+                state.saga = decision.saga;
+            }
             outgoing.extend(decision.messages);
             decided.extend(decision.events);
         }
@@ -156,6 +161,7 @@ impl Handler for SagaHandler {
                 stream_id: *order_id,
                 expected_version: state.loaded_version,
                 events: &state.new_events,
+                saga: state.saga,
             })
             .collect();
         if appends.is_empty() {

@@ -7,6 +7,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod openapi;
+pub mod pagination;
 pub mod postgres;
 pub mod settings;
 pub mod shutdown;

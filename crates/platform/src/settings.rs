@@ -16,6 +16,18 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub payment: PaymentSettings,
     pub auth: AuthSettings,
+    pub saga: SagaSettings,
+}
+
+/// The order service's watch over its sagas.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SagaSettings {
+    /// A saga not settled this many seconds after its order was placed fails the order with
+    /// `timed_out` (`SHOP_SAGA__DEADLINE_SECONDS`).
+    pub deadline_seconds: u64,
+    /// How often the order service looks for sagas past their deadline, in milliseconds: the
+    /// most a timeout comes late.
+    pub deadline_poll_millis: u64,
 }
 
 /// How bearer tokens are verified (see [`crate::auth`]). Locally a key pair under `.local/auth/`
@@ -198,6 +210,10 @@ role_claim = "roles"
 leeway_seconds = 30
 jwks_refetch_seconds = 30
 jwks_max_age_seconds = 3600
+
+[saga]
+deadline_seconds = 60
+deadline_poll_millis = 1000
 "#;
 
 impl Settings {
@@ -239,5 +255,6 @@ mod tests {
         // The local key pair of `./dev`, and no JWKS unless configured.
         assert_eq!(settings.auth.public_key_file, ".local/auth/public.pem");
         assert_eq!(settings.auth.jwks_url, None);
+        assert_eq!(settings.saga.deadline_seconds, 60);
     }
 }

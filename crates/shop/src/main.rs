@@ -10,7 +10,7 @@ use platform::shutdown::Shutdown;
 const USAGE: &str = "usage: shop COMPONENT
 
 components:
-  order      the order service: HTTP API, event store, outbox relay, saga consumer
+  order      the order service: HTTP API, event store, outbox relay, saga consumer and deadline
   stock      the stock service: reservations, outbox relay, consumer
   payment    the payment service: credit and payments, outbox relay, consumer
   gateway    the one entry point on :8080, forwarding /api to the components
@@ -48,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     let result = match component.as_str() {
         "order" => {
             let definition = order::definition(&db.order, http.order_port);
-            serve(&settings, definition, shutdown).await
+            let deadline = order::deadline::DeadlineConfig::from_settings(&settings.saga);
+            let component = order::Component::build(&settings, definition, deadline).await?;
+            tracing::info!(address = %component.address()?, "listening");
+            component.run(shutdown).await
         }
         "stock" => {
             let definition = stock::definition(&settings, &db.stock, http.stock_port);

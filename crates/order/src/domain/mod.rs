@@ -9,6 +9,6 @@ mod tests;
 
 pub use order::{Command, DomainError, Event, Line, Order, Status};
 pub use values::{
-    CustomerId, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE, Money, OrderId, Price, ProductId,
-    Quantity, ValueError,
+    CustomerId, MAX_CHANGES, MAX_LINES, MAX_QUANTITY, MAX_UNIT_PRICE, Money, OrderId, Price,
+    ProductId, Quantity, ValueError,
 };

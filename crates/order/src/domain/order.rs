@@ -7,10 +7,17 @@
 //! payment for its *current* revision is captured. A reply for an older revision is ignored,
 //! because the reply for the newer revision is on its way. A declined payment fails the order
 //! whatever revision it answers: payment never captures for that order again.
+//!
+//! Bounds. A pending order accepts at most [`MAX_CHANGES`] changes, and a saga that has not
+//! settled by the service's deadline fails with `timed_out` (`TimeOut`; the clock is the
+//! caller's, see `crate::deadline`). A reply that comes after either is ignored like any reply
+//! to a settled order: the compensation it calls for is stock's and payment's.
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{CustomerId, MAX_LINES, MAX_QUANTITY, Money, Price, ProductId, Quantity};
+use super::values::{
+    CustomerId, MAX_CHANGES, MAX_LINES, MAX_QUANTITY, Money, Price, ProductId, Quantity,
+};
 use contracts::orders::FailureReason;
 
 /// One line: a quantity of a product at a unit price. An order may hold the same product at
@@ -69,6 +76,8 @@ pub enum Command {
     DeclinePayment {
         revision: u32,
     },
+    /// The saga's deadline passed (decided by whoever watches the clock).
+    TimeOut,
 }
 
 /// What happened to an order. Stored in the event store; the `type` tag is the event type.
@@ -142,6 +151,8 @@ pub enum DomainError {
     },
     #[error("removing every unit would leave the order empty")]
     WouldBeEmpty,
+    #[error("the order was already changed {MAX_CHANGES} times, the most a pending order accepts")]
+    TooManyChanges,
 }
 
 /// The state of one order: the fold of its events.
@@ -262,6 +273,17 @@ impl Order {
                     reason: FailureReason::PaymentDeclined,
                 }])
             }
+            // A settled order has nothing left to time out: the deadline and the settling
+            // reply raced, and the reply won.
+            Command::TimeOut => {
+                self.ensure_exists()?;
+                if self.is_terminal() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::OrderFailed {
+                    reason: FailureReason::TimedOut,
+                }])
+            }
         }
     }
 
@@ -314,6 +336,10 @@ impl Order {
         self.ensure_exists()?;
         if self.status != Status::Pending {
             return Err(DomainError::NotPending(self.status));
+        }
+        // Placing is revision 1; every change adds one.
+        if self.revision.saturating_sub(1) >= MAX_CHANGES {
+            return Err(DomainError::TooManyChanges);
         }
         Ok(())
     }

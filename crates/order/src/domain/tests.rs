@@ -389,3 +389,108 @@ fn a_stream_with_the_retired_payment_request_still_loads_and_folds() {
     assert_eq!(order.status, Status::Pending);
     assert_eq!(order.revision, 1);
 }
+
+#[test]
+fn a_pending_order_past_its_deadline_fails_as_timed_out() {
+    let order = given(&[
+        placed(vec![line(1, 1, "10.00")]),
+        Event::ItemAdded(line(2, 1, "1.00")),
+    ]);
+    let events = order.decide(Command::TimeOut).unwrap();
+    assert_eq!(
+        events,
+        vec![Event::OrderFailed {
+            reason: FailureReason::TimedOut
+        }]
+    );
+    let order = order.apply(&events[0]);
+    assert_eq!(order.status, Status::Failed);
+    assert_eq!(order.failure_reason, Some(FailureReason::TimedOut));
+}
+
+#[test]
+fn a_settled_order_does_not_time_out() {
+    let completed = given(&[
+        placed(vec![line(1, 1, "10.00")]),
+        Event::OrderCompleted {
+            payment_id: payment_id(),
+        },
+    ]);
+    assert_eq!(completed.decide(Command::TimeOut), Ok(vec![]));
+
+    let failed = given(&[
+        placed(vec![line(1, 1, "10.00")]),
+        Event::OrderFailed {
+            reason: FailureReason::PaymentDeclined,
+        },
+    ]);
+    assert_eq!(failed.decide(Command::TimeOut), Ok(vec![]));
+    assert_eq!(
+        given(&[]).decide(Command::TimeOut),
+        Err(DomainError::NotPlaced)
+    );
+}
+
+#[test]
+fn replies_after_a_timeout_change_nothing() {
+    let timed_out = given(&[
+        placed(vec![line(1, 1, "10.00")]),
+        Event::OrderFailed {
+            reason: FailureReason::TimedOut,
+        },
+    ]);
+    let late = [
+        Command::ConfirmPayment {
+            revision: 1,
+            payment_id: payment_id(),
+        },
+        Command::RejectStock {
+            revision: 1,
+            reason: FailureReason::OutOfStock,
+        },
+        Command::DeclinePayment { revision: 1 },
+        Command::TimeOut,
+    ];
+    for command in late {
+        assert_eq!(timed_out.decide(command), Ok(vec![]));
+    }
+}
+
+#[test]
+fn a_pending_order_accepts_a_bounded_number_of_changes() {
+    let mut events = vec![placed(vec![line(1, 1, "10.00")])];
+    for n in 0..MAX_CHANGES {
+        let command = if n % 2 == 0 {
+            Command::AddItem(line(2, 1, "1.00"))
+        } else {
+            Command::RemoveItem {
+                product_id: ProductId::parse(2).unwrap(),
+                quantity: Quantity::parse(1).unwrap(),
+            }
+        };
+        events.extend(given(&events).decide(command).unwrap());
+    }
+    let order = given(&events);
+    assert_eq!(order.revision, MAX_CHANGES + 1);
+    assert_eq!(
+        order.decide(Command::AddItem(line(2, 1, "1.00"))),
+        Err(DomainError::TooManyChanges)
+    );
+    assert_eq!(
+        order.decide(Command::RemoveItem {
+            product_id: ProductId::parse(1).unwrap(),
+            quantity: Quantity::parse(1).unwrap(),
+        }),
+        Err(DomainError::TooManyChanges)
+    );
+    // The saga still settles it.
+    assert_eq!(
+        order.decide(Command::ConfirmPayment {
+            revision: MAX_CHANGES + 1,
+            payment_id: payment_id(),
+        }),
+        Ok(vec![Event::OrderCompleted {
+            payment_id: payment_id()
+        }])
+    );
+}

@@ -11,6 +11,10 @@ use uuid::Uuid;
 /// Bounds of what one order may hold.
 pub const MAX_QUANTITY: u32 = 1_000;
 pub const MAX_LINES: usize = 50;
+/// Changes (items added or removed) one pending order accepts. Each change is a revision that
+/// stock and payment answer in turn, so an order changed without end would keep its saga, and
+/// the reservations and payments behind it, busy without end.
+pub const MAX_CHANGES: u32 = 20;
 /// The largest unit price accepted: 1,000,000.00.
 pub const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(100_000_000, 0, 0, false, 2);
 

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use order::event_store::{self, AppendError, EventMetadata, NewEvent, Position, StreamAppend};
+use order::event_store::{
+    self, AppendError, EventMetadata, NewEvent, Position, Saga, StreamAppend,
+};
 use test_support::TestDatabase;
 use uuid::Uuid;
 
@@ -75,11 +77,13 @@ async fn several_streams_append_in_one_statement_or_not_at_all() {
                 stream_id: a,
                 expected_version: a_expected,
                 events: &for_a,
+                saga: Saga::Continues,
             },
             StreamAppend {
                 stream_id: b,
                 expected_version: 0,
                 events: &for_b,
+                saga: Saga::Continues,
             },
         ]
     };

@@ -1,11 +1,14 @@
-use messaging::service::Service;
+use std::time::Duration;
+
+use order::deadline::DeadlineConfig;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use test_support::TestDatabase;
 
 /// One order service on a random port over a fresh database, with one method per endpoint.
 /// Its relay polls only every two minutes, so a message published within a test was published
-/// because its writer rang the relay.
+/// because its writer rang the relay. Its saga deadline is the default (60 s) unless a test
+/// asks for another: no test waits that long.
 pub struct TestApp {
     pub address: String,
     pub db: TestDatabase,
@@ -15,11 +18,16 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with_deadline(Duration::from_secs(60)).await
+    }
+
+    /// A service whose sagas time out after `deadline`, polled every 100 ms.
+    pub async fn spawn_with_deadline(deadline: Duration) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let settings = test_support::isolated_settings();
         let mut definition = order::definition(&db.name, 0);
-        definition.relay.poll_interval = std::time::Duration::from_secs(120);
-        let app = Service::build(&settings, definition).await?;
+        definition.relay.poll_interval = Duration::from_secs(120);
+        let app = order::Component::build(&settings, definition, deadline_config(deadline)).await?;
         let address = format!("http://{}", app.address()?);
         let (trigger, shutdown) = platform::shutdown::channel();
         tokio::spawn(app.run(shutdown));
@@ -29,6 +37,13 @@ impl TestApp {
             client: reqwest::Client::new(),
             _stop: trigger,
         })
+    }
+
+    /// Stops the service (its HTTP server, relay, consumer and deadline) and hands back its
+    /// database.
+    pub fn stop(self) -> TestDatabase {
+        drop(self._stop);
+        self.db
     }
 
     pub fn pool(&self) -> &sqlx::PgPool {
@@ -89,6 +104,15 @@ impl TestApp {
             .expect("GET /api/orders/{id}")
     }
 
+    /// `GET` of a path on this service (a list page, a `Link` target).
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("GET")
+    }
+
     pub async fn get_events(&self, id: &str) -> Response {
         self.client
             .get(format!("{}/api/orders/{id}/events", self.address))
@@ -143,6 +167,28 @@ pub async fn assert_problem(response: Response, status: StatusCode, kind: &str) 
     assert_eq!(body["status"], status.as_u16());
     assert!(body["title"].is_string());
     body
+}
+
+pub fn deadline_config(deadline: Duration) -> DeadlineConfig {
+    DeadlineConfig {
+        deadline,
+        poll_interval: Duration::from_millis(100),
+        batch_size: 100,
+    }
+}
+
+/// The target of a `Link: <…>; rel="next"` header, if the response has one.
+pub fn next_link(response: &Response) -> Option<String> {
+    let link = response.headers().get("link")?.to_str().ok()?;
+    let (target, params) = link.split_once(';')?;
+    assert_eq!(params.trim(), "rel=\"next\"", "{link}");
+    Some(
+        target
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned(),
+    )
 }
 
 pub fn item(product: i64, quantity: i64, price: &str) -> Value {

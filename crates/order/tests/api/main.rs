@@ -6,7 +6,9 @@
 
 mod bad_input;
 mod commands;
+mod deadline;
 mod event_store;
 mod helpers;
 mod orders;
+mod pages;
 mod saga;

@@ -33,7 +33,7 @@ fn incoming<M: Contract>(order_id: Uuid, message: &M) -> IncomingMessage {
     }
 }
 
-fn captured(order_id: Uuid, revision: u32) -> IncomingMessage {
+pub(crate) fn captured(order_id: Uuid, revision: u32) -> IncomingMessage {
     let message = PaymentCaptured {
         order_id,
         payment_id: Uuid::new_v4(),
@@ -55,12 +55,12 @@ fn declined(order_id: Uuid, revision: u32) -> IncomingMessage {
     incoming(order_id, &message)
 }
 
-async fn place(app: &TestApp) -> Uuid {
+pub(crate) async fn place(app: &TestApp) -> Uuid {
     let order = app.place_ok(json!([item(1, 1, "1.00")])).await;
     order["orderId"].as_str().unwrap().parse().unwrap()
 }
 
-async fn handle(
+pub(crate) async fn handle(
     handler: &SagaHandler,
     conn: &mut sqlx::PgConnection,
     messages: &[IncomingMessage],
@@ -74,7 +74,7 @@ async fn handle(
     handler.handle(conn, &traced).await
 }
 
-async fn event_types(app: &TestApp, order_id: Uuid) -> Vec<String> {
+pub(crate) async fn event_types(app: &TestApp, order_id: Uuid) -> Vec<String> {
     let events: Value = app
         .get_events(&order_id.to_string())
         .await

@@ -1,0 +1,202 @@
+//! Bounded lists (SYSTEM.md §8): every list answers at most `limit` items (`?limit=`, default
+//! [`DEFAULT_LIMIT`], at most [`MAX_LIMIT`]) and, when there are more, a `Link: <…>; rel="next"`
+//! header (RFC 8288) to the next page.
+//!
+//! Pages are keysets, not offsets: the next link carries an opaque `after` cursor, the sort key
+//! of the page's last item, and the next page starts strictly after it. Items inserted
+//! meanwhile neither shift nor repeat what a client already read. What a cursor holds is the
+//! list's business ([`Page::cursor`] parses it back); this module only carries it, and refuses
+//! one the list cannot read with 400.
+//!
+//! The link is a relative reference made of the path the client called (the entry point
+//! forwards `/api/…` unchanged) and its query, with `limit` and `after` replaced, so the filters
+//! of the list carry over to every page.
+
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{FieldError, Problem};
+
+/// Items per page when the client does not say.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The most items one page holds.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// The query parameters of a paginated list: `?limit=&after=`. Lists that take filters too
+/// flatten this into their own query type, or extract it beside it.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 1000; 100 when absent.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<i64>,
+    /// Where the page starts: the cursor of the previous page's `Link: rel="next"`. Opaque.
+    pub after: Option<String>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+impl PageQuery {
+    /// A `limit` out of `1..=MAX_LIMIT` is a 422 problem.
+    pub fn page(self) -> Result<Page, Problem> {
+        let limit = match self.limit {
+            None => DEFAULT_LIMIT,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid-page",
+                        "The page request breaks a rule of the list",
+                    )
+                    .errors(vec![FieldError {
+                        field: "limit".to_owned(),
+                        message: format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                    }]));
+                }
+            },
+        };
+        Ok(Page {
+            limit,
+            after: self.after,
+        })
+    }
+}
+
+impl Page {
+    /// How many rows to read: one more than the page holds, to learn whether a next page exists.
+    pub fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// The cursor parsed by the list's `parse`, if the request has one; 400 if it does not
+    /// parse (a cursor is only ever one this list gave out).
+    pub fn cursor<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, Problem> {
+        match &self.after {
+            None => Ok(None),
+            Some(raw) => parse(raw).map(Some).ok_or_else(|| {
+                Problem::bad_request("`after` is not a cursor of this list; follow the Link header")
+            }),
+        }
+    }
+
+    /// The page's response: at most `limit` of `rows` (read with [`Page::fetch`]) as a JSON
+    /// array, and a `Link: rel="next"` when there were more. `cursor` makes the cursor of an
+    /// item: the next page starts after it.
+    pub fn respond<T: Serialize>(
+        &self,
+        uri: &Uri,
+        mut rows: Vec<T>,
+        cursor: impl Fn(&T) -> String,
+    ) -> Response {
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let link = match rows.last() {
+            Some(last) if more => next_link(uri, self.limit, &cursor(last)),
+            _ => None,
+        };
+        let mut response = axum::Json(rows).into_response();
+        if let Some(link) = link {
+            response.headers_mut().insert(header::LINK, link);
+        }
+        response
+    }
+}
+
+/// `<path?query&limit=…&after=…>; rel="next"`: the request's path and query with `limit` and
+/// `after` replaced.
+pub fn next_link(uri: &Uri, limit: u32, after: &str) -> Option<HeaderValue> {
+    let mut query: Vec<&str> = (uri.query().unwrap_or_default().split('&'))
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            !pair.is_empty() && key != "limit" && key != "after"
+        })
+        .collect();
+    let limit = format!("limit={limit}");
+    let after = format!("after={}", encode(after));
+    query.push(&limit);
+    query.push(&after);
+    let value = format!("<{}?{}>; rel=\"next\"", uri.path(), query.join("&"));
+    HeaderValue::from_str(&value).ok()
+}
+
+/// Percent-encodes every byte outside RFC 3986's unreserved set.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(limit: Option<i64>) -> Result<Page, Problem> {
+        PageQuery { limit, after: None }.page()
+    }
+
+    #[test]
+    fn the_limit_defaults_to_100_and_stays_within_1_to_1000() {
+        assert_eq!(page(None).map(|p| p.limit).ok(), Some(DEFAULT_LIMIT));
+        assert_eq!(page(Some(1)).map(|p| p.limit).ok(), Some(1));
+        assert_eq!(page(Some(1000)).map(|p| p.limit).ok(), Some(1000));
+        for bad in [0, -1, 1001, i64::MAX] {
+            let problem = page(Some(bad)).err().map(|p| (p.status, p.kind));
+            assert_eq!(
+                problem,
+                Some((StatusCode::UNPROCESSABLE_ENTITY, "invalid-page")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_link_keeps_the_path_and_filters_and_replaces_limit_and_after() {
+        let uri: Uri = "/api/payments?customerId=42&limit=5&after=old&x"
+            .parse()
+            .unwrap_or_default();
+        let link =
+            next_link(&uri, 5, "1733.0f/a b").and_then(|v| v.to_str().ok().map(str::to_owned));
+        assert_eq!(
+            link.as_deref(),
+            Some("</api/payments?customerId=42&x&limit=5&after=1733.0f%2Fa%20b>; rel=\"next\"")
+        );
+        let bare: Uri = "/api/stock".parse().unwrap_or_default();
+        let link = next_link(&bare, 100, "3").and_then(|v| v.to_str().ok().map(str::to_owned));
+        assert_eq!(
+            link.as_deref(),
+            Some("</api/stock?limit=100&after=3>; rel=\"next\"")
+        );
+    }
+
+    #[test]
+    fn a_page_holds_at_most_limit_items_and_links_only_when_more_exist() {
+        let uri: Uri = "/api/stock".parse().unwrap_or_default();
+        let p = page(Some(2)).unwrap_or(Page {
+            limit: 0,
+            after: None,
+        });
+        let full = p.respond(&uri, vec![1, 2, 3], |n| n.to_string());
+        assert_eq!(
+            full.headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok()),
+            Some("</api/stock?limit=2&after=2>; rel=\"next\"")
+        );
+        let last = p.respond(&uri, vec![1, 2], |n| n.to_string());
+        assert!(last.headers().get(header::LINK).is_none());
+    }
+}

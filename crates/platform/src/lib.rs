@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod openapi;
 pub mod postgres;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod supervise;

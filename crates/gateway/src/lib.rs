@@ -86,6 +86,8 @@ struct Gateway {
 pub fn routes(upstreams: Upstreams) -> anyhow::Result<Router> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
+        // The server's request timeout ends a request whose answer has not started; this one
+        // also bounds an answer that streams back too slowly.
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
         .build()?;

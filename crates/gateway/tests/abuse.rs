@@ -7,12 +7,15 @@
 //! The tests share this process's metrics recorder and memory, so they run one at a time.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
+use common::sample;
 use http_body_util::BodyExt as _;
 use platform::settings::HttpSettings;
 use platform::shutdown::Trigger;
@@ -282,6 +285,19 @@ async fn a_chunked_body_of_hundreds_of_megabytes_is_413_and_never_held() {
         grown_mib < 100,
         "the process grew by {grown_mib} MiB while {sent} bytes were sent"
     );
+
+    // A component's own server refuses it the same way.
+    let head = format!(
+        "POST /api/orders HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        setup.upstream
+    );
+    let (answer, _) = post_while_reading(setup.upstream, head, 8 << 20, true).await;
+    assert_eq!(answer.status, 413, "{} {}", answer.head, answer.body);
+    assert_eq!(
+        answer.problem()["type"],
+        "urn:shop:problem:payload-too-large"
+    );
     setup.stop();
 }
 
@@ -335,6 +351,33 @@ async fn a_3_mb_body_sent_by_a_raw_client_is_413_every_time() {
         statuses.push(answer.status);
     }
     assert!(statuses.iter().all(|s| *s == 413), "{statuses:?}");
+
+    // Up to the limit a body goes through, chunked or not.
+    let order = json!({"items": [{"productId": 1, "quantity": 1}], "note": " ".repeat(60_000)});
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/orders", setup.gateway))
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.json::<Value>().await.unwrap(), order);
+    let chunked = reqwest::Body::wrap_stream(futures::stream::iter(
+        serde_json::to_vec(&order)
+            .unwrap()
+            .chunks(1000)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    ));
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/orders", setup.gateway))
+        .header("content-type", "application/json")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.json::<Value>().await.unwrap(), order);
     setup.stop();
 }
 
@@ -525,5 +568,40 @@ async fn a_burst_over_the_limit_is_shed_with_retry_after_and_the_rest_is_served(
     }
     let after = client.get(&url).send().await.unwrap();
     assert_eq!(after.status(), 200);
+    setup.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_families_exist_from_the_start_and_count_refusals() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::start(settings()).await;
+    let text = exact(setup.gateway, "GET", "/metrics").await.body;
+    let reasons = [
+        "unknown_method",
+        "path",
+        "too_large",
+        "overloaded",
+        "timeout",
+    ];
+    for reason in reasons {
+        assert!(
+            sample(&text, "http_requests_refused_total", &[("reason", reason)]).is_some(),
+            "{reason} missing:\n{text}"
+        );
+    }
+    assert!(
+        sample(&text, "http_requests_in_flight", &[]).is_some(),
+        "{text}"
+    );
+
+    let refused = |text: &str, reason: &str| {
+        sample(text, "http_requests_refused_total", &[("reason", reason)]).unwrap_or(0.0)
+    };
+    let (methods, paths) = (refused(&text, "unknown_method"), refused(&text, "path"));
+    exact(setup.gateway, "BREW", "/api/orders").await;
+    exact(setup.gateway, "GET", "/api/orders/../../metrics").await;
+    let text = exact(setup.gateway, "GET", "/metrics").await.body;
+    assert_eq!(refused(&text, "unknown_method"), methods + 1.0);
+    assert_eq!(refused(&text, "path"), paths + 1.0);
     setup.stop();
 }

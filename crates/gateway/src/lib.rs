@@ -90,6 +90,10 @@ pub fn routes(upstreams: Upstreams) -> anyhow::Result<Router> {
         // also bounds an answer that streams back too slowly.
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
+        // A component closes a connection that stays idle for its header-read timeout (5 s by
+        // default); a request sent on it just then would fail. Dropping idle connections
+        // sooner on this side keeps that race away, at the price of a loopback reconnect.
+        .pool_idle_timeout(Duration::from_secs(1))
         .build()?;
     Ok(Router::new()
         .route("/health/ready", get(ready))

@@ -146,8 +146,11 @@ async fn exact(address: SocketAddr, method: &str, target: &str) -> Answer {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let status = response.status().as_u16();
-    let head = format!("{:?}", response.headers());
-    let head = head.replace("\": \"", ": ");
+    let head: String = response
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\r\n", value.to_str().unwrap_or_default()))
+        .collect();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,

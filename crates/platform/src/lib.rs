@@ -1,5 +1,6 @@
-//! Start-up code every component shares: typed settings, telemetry, database connections and
-//! graceful shutdown. Nothing here knows about orders, stock or payments.
+//! Start-up code every component shares: typed settings, telemetry, database connections, the
+//! HTTP server with its bounds on every request, and graceful shutdown. Nothing here knows about
+//! orders, stock or payments.
 
 pub mod health;
 pub mod http;

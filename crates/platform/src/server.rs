@@ -101,8 +101,8 @@ impl Server {
                 },
                 () = shutdown.requested() => break,
             };
-            // Answers are written whole; waiting for an ACK before the next small write only
-            // adds latency.
+            // A small answer goes out at once instead of waiting (Nagle) for the ACK of the
+            // previous write.
             let _ = stream.set_nodelay(true);
             let connection = http.serve_connection(
                 TokioIo::new(stream),

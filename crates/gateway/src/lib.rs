@@ -2,20 +2,31 @@
 //! each request to the component that owns the resource and passes the answer back unchanged.
 //! A component that cannot be reached becomes a 503 problem document, never a 500.
 //!
+//! It is the one entry point, so it bounds what a client can cost (SYSTEM.md §7). It runs on the
+//! shared server ([`platform::server`]), which refuses unknown methods, dot segments and encoded
+//! slashes before routing, times out slow headers, bodies and answers, sheds load past its
+//! concurrency limit, and makes a body fail as soon as it passes the body limit. Here the body
+//! is streamed to the component as it arrives and the answer streams back: nothing is held
+//! whole, and a body that fails on its way (too large, too slow) is answered by the gateway
+//! itself (413, 408) whatever the component made of the part it saw. Only the `/api` prefixes
+//! of the components are forwarded; their internal routes (`/metrics`, `/health/*`) are not
+//! reachable through it.
+//!
 //! Why a gateway in Rust rather than an nginx in front: `./dev` then needs no extra server, the
 //! routing table is code that tests exercise, and the gateway is where the system-wide readiness
 //! lives.
 
 pub mod openapi;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use futures::TryStreamExt as _;
 use platform::Settings;
 use platform::http::Problem;
 
@@ -75,8 +86,14 @@ struct Gateway {
 pub fn routes(upstreams: Upstreams) -> anyhow::Result<Router> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
+        // The server's request timeout ends a request whose answer has not started; this one
+        // also bounds an answer that streams back too slowly.
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
+        // A component closes a connection that stays idle for its header-read timeout (5 s by
+        // default); a request sent on it just then would fail. Dropping idle connections
+        // sooner on this side keeps that race away, at the price of a loopback reconnect.
+        .pool_idle_timeout(Duration::from_secs(1))
         .build()?;
     Ok(Router::new()
         .route("/health/ready", get(ready))
@@ -108,6 +125,42 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
         .collect()
 }
 
+/// Why the client's body failed while it was forwarded (the server's bounds make it fail).
+#[derive(Debug, Clone, Copy)]
+enum BodyFailure {
+    TooLarge,
+    TooSlow,
+    BrokenOff,
+}
+
+impl BodyFailure {
+    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return Self::TooLarge;
+            }
+            if e.is::<tower_http::timeout::TimeoutError>() {
+                return Self::TooSlow;
+            }
+            cause = e.source();
+        }
+        Self::BrokenOff
+    }
+
+    fn problem(self) -> Problem {
+        match self {
+            Self::TooLarge => platform::http::too_large(),
+            Self::TooSlow => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request body arrived too slowly",
+            ),
+            Self::BrokenOff => Problem::bad_request("the request body was broken off"),
+        }
+    }
+}
+
 async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     let path_and_query = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_owned(),
@@ -118,11 +171,6 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     };
     let url = format!("{upstream}{path_and_query}");
     let (parts, body) = request.into_parts();
-    // The body limit layer of the server already bounds what is read here.
-    let body: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(body) => body,
-        Err(_) => return platform::http::too_large().into_response(),
-    };
     let mut headers = copy_headers(&parts.headers);
     // The upstream's span is a child of this request's span (which continued the caller's
     // trace, if any).
@@ -131,13 +179,22 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     {
         headers.insert("traceparent", traceparent);
     }
-    let sent = gateway
-        .client
-        .request(parts.method, &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await;
+    let mut upstream_request = gateway.client.request(parts.method, &url).headers(headers);
+    // The body goes on as it arrives. It is bounded by the server (size, pauses): when it
+    // fails, the upstream request is broken off and the failure says what to answer, whatever
+    // the upstream did meanwhile.
+    let failure = Arc::new(OnceLock::new());
+    if has_body(&parts.headers) {
+        let seen = Arc::clone(&failure);
+        let body = body.into_data_stream().inspect_err(move |e| {
+            let _ = seen.set(BodyFailure::of(e));
+        });
+        upstream_request = upstream_request.body(reqwest::Body::wrap_stream(body));
+    }
+    let sent = upstream_request.send().await;
+    if let Some(failure) = failure.get() {
+        return failure.problem().into_response();
+    }
     let response = match sent {
         Ok(response) => response,
         Err(e) => {
@@ -145,15 +202,20 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
             return Problem::unavailable("a component of the shop is unavailable").into_response();
         }
     };
+    // The answer streams back too. Once its head is sent, an upstream that breaks off shows as
+    // a broken-off answer (the status cannot change any more).
     let status = response.status();
     let headers = copy_headers(response.headers());
-    match response.bytes().await {
-        Ok(bytes) => (status, headers, bytes).into_response(),
-        Err(e) => {
-            tracing::warn!(%url, error = %e, "upstream answer broken off");
-            Problem::unavailable("a component of the shop is unavailable").into_response()
-        }
-    }
+    let body = axum::body::Body::new(axum::http::Response::from(response).into_body());
+    (status, headers, body).into_response()
+}
+
+/// HTTP/1.1 framing: a request has a body if and only if it says how it is sent.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
 }
 
 /// Ready when every component is: each component's own readiness, side by side.

@@ -56,7 +56,11 @@ pub async fn docs() -> Html<&'static str> {
     info(
         title = "Shop API",
         description = "An event-sourced shop: orders, stock and payments settled by a choreography saga over Kafka. \
-Every error is an RFC 9457 problem document (`application/problem+json`). Money travels as a decimal string with two places.",
+Every error is an RFC 9457 problem document (`application/problem+json`). Money travels as a decimal string with two places. \
+Every request is bounded, on any route: a body over 64 KiB is 413 (`payload-too-large`), a body that pauses too long 408, \
+an answer not started within the request timeout 504 (`timeout`), a request past the concurrency limit 503 (`overloaded`) with `Retry-After`, \
+a method other than GET, POST, PUT, DELETE, PATCH, HEAD or OPTIONS 405 (`method-not-allowed`), \
+and a path with dot segments or encoded slashes 400.",
         version = "1",
     ),
     servers((url = "/", description = "The gateway (http://127.0.0.1:8080 locally)")),

@@ -1,5 +1,6 @@
 //! HTTP plumbing every component shares: RFC 9457 problem documents and a JSON extractor whose
-//! rejections are problems too, so no error ever leaves as plain text or a stack trace.
+//! rejections are problems too, so no error ever leaves as plain text or a stack trace. The
+//! server itself, and the bounds it puts on every request, is [`crate::server`].
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -199,44 +200,4 @@ pub async fn no_route() -> Problem {
     Problem::not_found("No such resource")
 }
 
-/// A component's HTTP server: its routes plus `/health/live`, `/metrics` (with the request
-/// metrics and server spans of [`crate::metrics::track`]), the problem fallback and the body
-/// limit. `bind` takes port 0 in tests and reports the bound address.
-pub struct Server {
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-}
-
-impl Server {
-    pub async fn bind(
-        settings: &crate::settings::HttpSettings,
-        port: u16,
-        routes: axum::Router,
-    ) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let address: std::net::SocketAddr = format!("{}:{port}", settings.host)
-            .parse()
-            .context("parsing the HTTP bind address")?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
-        let router = crate::metrics::instrument(
-            routes
-                .route("/health/live", axum::routing::get(crate::health::live))
-                .fallback(no_route),
-        )
-        .layer(axum::extract::DefaultBodyLimit::max(settings.body_limit));
-        Ok(Self { listener, router })
-    }
-
-    pub fn address(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until shutdown is requested, then lets in-flight requests finish.
-    pub async fn run(self, mut shutdown: crate::shutdown::Shutdown) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move { shutdown.requested().await })
-            .await
-    }
-}
+pub use crate::server::Server;

@@ -1,5 +1,6 @@
-//! Start-up code every component shares: typed settings, telemetry, database connections and
-//! graceful shutdown. Nothing here knows about orders, stock or payments.
+//! Start-up code every component shares: typed settings, telemetry, database connections, the
+//! HTTP server with its bounds on every request, and graceful shutdown. Nothing here knows about
+//! orders, stock or payments.
 
 pub mod auth;
 pub mod health;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod postgres;
+pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod supervise;

@@ -87,11 +87,13 @@ pub fn instrument(router: axum::Router) -> axum::Router {
 
 /// Records `http_requests_total{method,route,status}` and
 /// `http_request_duration_seconds{method,route,status}` for every request, by the route that
-/// matched (never the raw path: order ids would explode the label set), and runs the request
-/// inside a server span that continues an incoming `traceparent`.
+/// matched (never the raw path: order ids would explode the label set; `unmatched` when none
+/// did) and by one of the known methods (`other` for the rest, which the server refuses before
+/// they get here), and runs the request inside a server span that continues an incoming
+/// `traceparent`. Every label takes values from a fixed set, whatever clients send.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = crate::server::known_method(request.method()).unwrap_or("other");
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -124,7 +126,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         next.run(request).await
     };
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", response.status().as_str().to_owned()),
     ];
@@ -152,6 +154,15 @@ fn describe() {
         "http_request_duration_seconds",
         Unit::Seconds,
         "HTTP request latency by method, route and status"
+    );
+    describe_gauge!(
+        "http_requests_in_flight",
+        "HTTP requests being served (admitted past the concurrency limit)"
+    );
+    describe_counter!(
+        "http_requests_refused_total",
+        "HTTP requests the server answered itself, by reason: unknown_method (405), path (400), \
+         too_large (413 by Content-Length), overloaded (503, shed), timeout (504)"
     );
     describe_gauge!("outbox_pending", "Outbox rows not yet published to Kafka");
     describe_gauge!(

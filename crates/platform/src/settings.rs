@@ -124,7 +124,12 @@ pub struct MongoSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
+    /// Where the components listen, and where the gateway finds them. The default, loopback,
+    /// keeps the components and their internal routes (`/metrics`, `/health/*`) off the
+    /// network: only the gateway and operators on the host reach them.
     pub host: String,
+    /// Where the gateway, the one public entry point, listens.
+    pub gateway_host: String,
     pub gateway_port: u16,
     pub order_port: u16,
     pub stock_port: u16,
@@ -132,6 +137,20 @@ pub struct HttpSettings {
     pub projections_port: u16,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Longest a client may take to send a request's headers (and longest an idle kept-alive
+    /// connection stays open), in milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body, in milliseconds: a client that
+    /// trickles its body is cut off.
+    pub body_read_timeout_ms: u64,
+    /// Longest a request may take until its answer starts, in milliseconds; past it the answer
+    /// is 504.
+    pub request_timeout_ms: u64,
+    /// Requests served at once by one process; past it a request is shed with 503 and
+    /// `Retry-After` rather than queued.
+    pub max_in_flight: usize,
+    /// Open connections one process accepts; past it new connections wait in the listen queue.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,12 +204,18 @@ database = "shop"
 
 [http]
 host = "127.0.0.1"
+gateway_host = "127.0.0.1"
 gateway_port = 8080
 order_port = 8081
 stock_port = 8082
 payment_port = 8083
 projections_port = 8084
 body_limit = 65536
+header_read_timeout_ms = 5000
+body_read_timeout_ms = 5000
+request_timeout_ms = 15000
+max_in_flight = 512
+max_connections = 4096
 
 [telemetry]
 log_filter = "info"
@@ -249,6 +274,9 @@ mod tests {
         assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(settings.postgres.url, "postgres://postgres@%2Ftmp:5432");
         assert_eq!(settings.http.gateway_port, 8080);
+        // Components listen where only this host (the gateway, operators) reaches them.
+        assert_eq!(settings.http.host, "127.0.0.1");
+        assert_eq!(settings.http.body_limit, 64 * 1024);
         // Two instances per consumer group, and no more produce requests per relay batch than
         // that (see `KafkaSettings::partitions`).
         assert_eq!(settings.kafka.partitions, 2);

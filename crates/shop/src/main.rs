@@ -110,8 +110,10 @@ async fn serve<H: Handler>(
 
 async fn gateway(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let routes = gateway::routes(gateway::Upstreams::from_settings(settings))?;
-    let server =
-        platform::http::Server::bind(&settings.http, settings.http.gateway_port, routes).await?;
+    // The entry point listens where clients reach it; the components stay on `http.host`.
+    let mut http = settings.http.clone();
+    http.host.clone_from(&settings.http.gateway_host);
+    let server = platform::http::Server::bind(&http, settings.http.gateway_port, routes).await?;
     tracing::info!(address = %server.address()?, "listening");
     Ok(server.run(shutdown).await?)
 }

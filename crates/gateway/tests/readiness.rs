@@ -30,7 +30,7 @@ async fn readiness_is_503_while_kafka_is_stopped_and_200_once_it_is_back() {
     let url = format!("http://{}/health/ready", service.address().unwrap());
     let (trigger, shutdown) = platform::shutdown::channel();
     let task = tokio::spawn(service.run(shutdown));
-    let client = reqwest::Client::new();
+    let client = test_support::http_client();
     let readiness = |client: reqwest::Client, url: String| async move {
         let response = client.get(&url).send().await?;
         let status = response.status().as_u16();

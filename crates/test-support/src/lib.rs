@@ -31,6 +31,17 @@ pub fn isolated_settings() -> Settings {
     settings
 }
 
+/// An HTTP client for the stack's servers. The servers close a connection that sat idle for
+/// their header-read timeout (5 s by default); a client that reuses one idle longer can send a
+/// request just as the server closes it and get no answer. Idle connections are dropped after
+/// 1 s here, so a test that blocked for a while (stopping a server, say) never reuses one.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .expect("an HTTP client with default TLS and DNS settings builds")
+}
+
 /// A short random suffix for database, topic, group and key names.
 pub fn unique(prefix: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();

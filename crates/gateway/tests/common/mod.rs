@@ -66,7 +66,7 @@ impl Shop {
             payment: payment_addr,
             order_pool,
             stock_pool,
-            client: reqwest::Client::new(),
+            client: test_support::http_client(),
             trigger,
             tasks,
             databases: vec![order_db, stock_db, payment_db],

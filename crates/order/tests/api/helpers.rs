@@ -34,7 +34,7 @@ impl TestApp {
         Ok(Self {
             address,
             db,
-            client: reqwest::Client::new(),
+            client: test_support::http_client(),
             _stop: trigger,
         })
     }

@@ -56,7 +56,7 @@ impl World {
             db,
             address,
             stats,
-            client: reqwest::Client::new(),
+            client: test_support::http_client(),
             _order_service: order_trigger,
             _projections: trigger,
         }

@@ -89,7 +89,7 @@ impl Stack {
         );
         let mut stack = Self {
             prefix,
-            client: reqwest::Client::new(),
+            client: test_support::http_client(),
             env,
             ports,
             databases,

@@ -452,6 +452,8 @@ async fn a_change_that_would_overflow_the_stock_is_a_permanent_error() {
         matches!(outcome, Err(Error::Overflow("units reserved"))),
         "{outcome:?}"
     );
+    // Closing the pool waits for every connection, this transaction's too.
+    drop(tx);
     db.drop_now().await.unwrap();
 }
 

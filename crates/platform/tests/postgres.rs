@@ -94,3 +94,32 @@ async fn a_connection_that_lost_its_session_while_idle_is_replaced() {
     let second = second.expect("a query after the session ended");
     assert_ne!(first, second);
 }
+
+/// A statement that must scan a table with no usable index is priced at 10^10 with sequential
+/// scans off; with JIT on, PostgreSQL would compile it on every call (tens of milliseconds).
+#[tokio::test]
+async fn a_forced_scan_is_not_compiled() {
+    let test = TestPool::connect("jit", 1, 1).await;
+    sqlx::query("CREATE TABLE one_row (epoch bigint NOT NULL)")
+        .execute(&test.pool)
+        .await
+        .expect("create");
+    sqlx::query("INSERT INTO one_row VALUES (1)")
+        .execute(&test.pool)
+        .await
+        .expect("insert");
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN ANALYZE SELECT FROM one_row WHERE epoch = 1")
+            .fetch_all(&test.pool)
+            .await
+            .expect("explain");
+    test.remove().await;
+    assert!(
+        plan.iter().any(|line| line.contains("Seq Scan on one_row")),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|line| line.contains("JIT")),
+        "the statement was compiled: {plan:?}"
+    );
+}

@@ -26,8 +26,8 @@ use crate::settings::PostgresSettings;
 ///
 /// JIT compilation is off because sequential scans are: the planner prices a scan it must still
 /// make (a table with no usable index, like the relay's one-row lease) at 10^10, far past the
-/// JIT thresholds, and PostgreSQL would then compile that statement on every call (40–130 ms
-/// for the relay's fenced mark, against under 1 ms). Statements by key never gain from JIT.
+/// JIT thresholds, and PostgreSQL would then compile that statement on every call. Statements by
+/// key never gain from JIT (docs/decisions/0001-postgres-sessions-without-jit.md).
 ///
 /// A pooled connection is pinged before it is handed out only if it sat idle for more than
 /// [`PING_IF_IDLE_FOR`]. sqlx already pings each connection as it goes back to the pool, so a

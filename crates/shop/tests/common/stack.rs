@@ -276,14 +276,28 @@ impl Stack {
         self.list("/api/payments").await
     }
 
-    /// `GET path` through the gateway, which must answer with a JSON list.
+    /// `GET path` through the gateway, which must answer with a JSON list; follows
+    /// `Link: rel="next"` to the last page, so the whole list is read.
     async fn list(&self, path: &str) -> Vec<Value> {
-        let response = self.client.get(self.api(path)).send().await.unwrap();
-        let status = response.status();
-        match response.json().await.unwrap() {
-            Value::Array(items) if status.is_success() => items,
-            other => panic!("GET {path}: {status} {other}"),
+        let mut all = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            let response = self.client.get(self.api(&path)).send().await.unwrap();
+            let status = response.status();
+            next = response
+                .headers()
+                .get("link")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.contains("rel=\"next\""))
+                .and_then(|v| v.split('<').nth(1))
+                .and_then(|v| v.split('>').next())
+                .map(str::to_owned);
+            match response.json().await.unwrap() {
+                Value::Array(items) if status.is_success() => all.extend(items),
+                other => panic!("GET {path}: {status} {other}"),
+            }
         }
+        all
     }
 }
 

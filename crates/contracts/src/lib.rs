@@ -5,12 +5,13 @@
 //! version. Serde only; no I/O.
 //!
 //! Every message travels as a JSON payload with the metadata in Kafka headers (see
-//! [`headers`]); the record key is always the order id, so all messages of one order stay on one
-//! partition, in order.
+//! [`headers`]); the record key is the order id, so all messages of one order stay on one
+//! partition, in order (the catalog's are keyed by product, see [`catalog`]).
 //!
 //! Decoding validates: a payload that parses but carries a value out of range (see
 //! [`validate`]) is a [`DecodeError`], like one that does not parse.
 
+pub mod catalog;
 pub mod headers;
 pub mod orders;
 pub mod payments;
@@ -32,6 +33,9 @@ pub mod topics {
     pub const PAYMENTS: &str = "shop.payments";
     /// Messages a consumer could not process, with the reason in a header.
     pub const DEAD_LETTERS: &str = "shop.dead-letters";
+    /// Facts of the catalog (owned by the stock service): products added, renamed, repriced.
+    /// Keyed by product, not by order, and compacted.
+    pub const CATALOG: &str = "shop.catalog";
 }
 
 /// A message type of the wire contract: its name and schema version travel in headers, and it

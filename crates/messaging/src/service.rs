@@ -50,10 +50,16 @@ impl<H: Handler> Service<H> {
             .await
             .context("creating the Kafka topics")?;
         let relay = Relay::new(&settings.kafka, pool.clone(), definition.relay)?;
-        let routes = (definition.routes)(pool.clone(), relay.doorbell()).route(
-            "/health/ready",
-            axum::routing::get(ready).with_state(pool.clone()),
-        );
+        // Every route that takes an `Identity` verifies the caller's token with this
+        // (`platform::auth`); the health route takes none.
+        let verifier = platform::auth::Verifier::from_settings(&settings.auth)
+            .context("loading the token verification keys")?;
+        let routes = (definition.routes)(pool.clone(), relay.doorbell())
+            .layer(axum::Extension(verifier))
+            .route(
+                "/health/ready",
+                axum::routing::get(ready).with_state(pool.clone()),
+            );
         let server = Server::bind(&settings.http, definition.port, routes).await?;
         let consumer = Consumer::new(
             &settings.kafka,

@@ -126,10 +126,13 @@ impl Projections {
         )
         .await
         .context("creating the orders and dead-letter topics")?;
+        let verifier = platform::auth::Verifier::from_settings(&settings.auth)
+            .context("loading the token verification keys")?;
         let routes = http::routes(http::AppState {
             products: Arc::new(products_model.clone()),
             orders: Arc::new(orders_model.clone()),
-        });
+        })
+        .layer(axum::Extension(verifier));
         let server = Server::bind(&settings.http, port, routes).await?;
         let products = Projection::new(&settings.kafka, products_config, products_model)?;
         let orders = Projection::new(&settings.kafka, orders_config, orders_model)?;

@@ -20,7 +20,73 @@ use sqlx::PgPool;
 pub fn settings() -> Settings {
     let mut settings = Settings::load().expect("settings load from defaults and SHOP_* variables");
     settings.postgres.min_connections = 0;
+    settings.auth = auth_settings();
     settings
+}
+
+/// The token settings of every test: the default issuer and audience, verified with the test
+/// key pair in `crates/platform/tests/keys` (Ed25519, `kid` "test-a"), which [`token`] signs
+/// with. Spawned processes get the same through [`auth_env`].
+pub fn auth_settings() -> platform::settings::AuthSettings {
+    let mut auth = Settings::load()
+        .expect("settings load from defaults and SHOP_* variables")
+        .auth;
+    auth.jwks_url = None;
+    auth.public_key_file = test_key("ed25519-a.pub.pem");
+    auth.private_key_file = test_key("ed25519-a.pem");
+    auth.key_id = "test-a".to_owned();
+    auth
+}
+
+/// [`auth_settings`] as `SHOP_AUTH__*` variables, for a component run as a child process.
+pub fn auth_env() -> Vec<(&'static str, String)> {
+    let auth = auth_settings();
+    vec![
+        ("SHOP_AUTH__PUBLIC_KEY_FILE", auth.public_key_file),
+        ("SHOP_AUTH__PRIVATE_KEY_FILE", auth.private_key_file),
+        ("SHOP_AUTH__KEY_ID", auth.key_id),
+        ("SHOP_AUTH__JWKS_URL", String::new()),
+    ]
+}
+
+fn test_key(name: &str) -> String {
+    format!(
+        "{}/../platform/tests/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A bearer token (an hour) for `subject` with `roles`, signed with the test key.
+pub fn token(subject: uuid::Uuid, roles: &[platform::auth::Role]) -> String {
+    platform::auth::Signer::from_settings(&auth_settings())
+        .expect("the test key signs")
+        .token(subject, roles, Duration::from_secs(3600))
+        .expect("a token signs")
+}
+
+/// `Authorization: Bearer` with a fresh customer's token; the customer id is returned too.
+pub fn customer() -> (uuid::Uuid, String) {
+    let id = uuid::Uuid::new_v4();
+    (
+        id,
+        format!("Bearer {}", token(id, &[platform::auth::Role::Customer])),
+    )
+}
+
+/// `Authorization: Bearer` for an operator (`ops`, which implies `viewer`).
+pub fn operator() -> String {
+    format!(
+        "Bearer {}",
+        token(uuid::Uuid::new_v4(), &[platform::auth::Role::Ops])
+    )
+}
+
+/// `Authorization: Bearer` for a viewer.
+pub fn viewer() -> String {
+    format!(
+        "Bearer {}",
+        token(uuid::Uuid::new_v4(), &[platform::auth::Role::Viewer])
+    )
 }
 
 /// Settings with a topic prefix of their own, so a test's services neither see nor feed the

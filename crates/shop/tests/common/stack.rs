@@ -82,6 +82,13 @@ impl Stack {
             "SHOP_HTTP__PROJECTIONS_PORT".to_owned(),
             free_port().to_string(),
         ));
+        // Every component verifies tokens with the test key pair, as `test_support::token`
+        // signs them.
+        env.extend(
+            test_support::auth_env()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
         env.extend(
             extra_env
                 .iter()

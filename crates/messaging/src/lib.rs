@@ -6,7 +6,9 @@
 //!   writers' [`doorbell`];
 //! - [`consumer`]: apply each message exactly once (an inbox row in the handler's transaction),
 //!   committing the Kafka offset only after that transaction committed;
-//! - [`dead_letters`]: park a record no one can apply (the consumers' and the projections').
+//! - [`dead_letters`]: park a record no one can apply (the consumers' and the projections');
+//! - [`headers`]: the one codec of a message's Kafka headers, written by the relay and read by
+//!   the consumers and the projections.
 //!
 //! Together: a message exists only if its state change committed, is published at least once,
 //! and is applied by each consumer exactly once ("effectively once", SYSTEM.md I7).
@@ -15,6 +17,7 @@ mod backoff;
 pub mod consumer;
 pub mod dead_letters;
 pub mod doorbell;
+pub mod headers;
 mod inbox;
 pub mod outbox;
 pub mod relay;

@@ -123,7 +123,7 @@ use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -132,6 +132,7 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::doorbell::{self, Doorbell};
+use crate::outbox::Metadata;
 
 /// How often a batch waiting for Kafka looks for a fatal producer error.
 const FATAL_CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -946,31 +947,17 @@ async fn wait_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx
 }
 
 fn headers_of(row: &Row) -> OwnedHeaders {
-    use contracts::headers as h;
-    let message_id = row.message_id.to_string();
-    let version = row.schema_version.to_string();
-    let correlation = row.correlation_id.to_string();
-    let occurred = row
-        .occurred_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut headers = OwnedHeaders::new_with_capacity(7)
-        .insert(header(h::MESSAGE_ID, &message_id))
-        .insert(header(h::MESSAGE_TYPE, &row.message_type))
-        .insert(header(h::SCHEMA_VERSION, &version))
-        .insert(header(h::CORRELATION_ID, &correlation))
-        .insert(header(h::OCCURRED_AT, &occurred));
-    if let Some(causation) = row.causation_id {
-        headers = headers.insert(header(h::CAUSATION_ID, &causation.to_string()));
-    }
-    if let Some(traceparent) = &row.traceparent {
-        headers = headers.insert(header(h::TRACEPARENT, traceparent));
-    }
-    headers
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
-    }
+    // A row's version is a `smallint` written from a contract's `u16`.
+    let version = u16::try_from(row.schema_version).unwrap_or_default();
+    crate::headers::encode(
+        &row.message_type,
+        version,
+        &Metadata {
+            message_id: row.message_id,
+            correlation_id: row.correlation_id,
+            causation_id: row.causation_id,
+            traceparent: row.traceparent.clone(),
+            occurred_at: row.occurred_at,
+        },
+    )
 }

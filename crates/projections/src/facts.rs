@@ -2,9 +2,8 @@
 //! the orders topic (live) or a stored event folded with its order (rebuild). Both carry the
 //! same message id for the same fact, which is what lets rebuild and live overlap.
 
-use contracts::headers as h;
 use contracts::orders::OrderMessage;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -76,23 +75,12 @@ impl From<&OrderMessage> for Change {
 /// Reads a Kafka record of the orders topic. `Err` is why it is poison (missing headers, an
 /// unknown type, a payload that does not decode).
 pub fn from_kafka(message: &BorrowedMessage<'_>) -> Result<Fact, String> {
-    let header = |name: &str| -> Result<String, String> {
-        let headers = message.headers().ok_or("record has no headers")?;
-        // The last occurrence wins, as in Kafka's own header lookup.
-        let value = headers
-            .iter()
-            .filter(|hd| hd.key == name)
-            .last()
-            .and_then(|hd| hd.value)
-            .ok_or_else(|| format!("missing header {name}"))?;
-        String::from_utf8(value.to_vec()).map_err(|_| format!("header {name} is not UTF-8"))
-    };
-    let message_id = Uuid::parse_str(&header(h::MESSAGE_ID)?)
-        .map_err(|e| format!("invalid header {}: {e}", h::MESSAGE_ID))?;
-    let message_type = header(h::MESSAGE_TYPE)?;
-    let version: u16 = header(h::SCHEMA_VERSION)?
-        .parse()
-        .map_err(|e| format!("invalid header {}: {e}", h::SCHEMA_VERSION))?;
+    let decoded = messaging::headers::decode(&messaging::headers::pairs_of(message))?;
+    let (message_id, message_type, version) = (
+        decoded.metadata.message_id,
+        decoded.message_type,
+        decoded.schema_version,
+    );
     let payload = message.payload().ok_or("record has no payload")?;
     let decoded =
         OrderMessage::decode(&message_type, version, payload).map_err(|e| e.to_string())?;

@@ -469,35 +469,17 @@ pub fn fast_relay_config() -> messaging::RelayConfig {
 
 /// The headers the relay would put on `m`.
 pub fn headers_of(m: &OutgoingMessage) -> Vec<(String, String)> {
-    let mut headers = vec![
-        (
-            contracts::headers::MESSAGE_ID.into(),
-            m.metadata.message_id.to_string(),
-        ),
-        (
-            contracts::headers::MESSAGE_TYPE.into(),
-            m.message_type.into(),
-        ),
-        (
-            contracts::headers::SCHEMA_VERSION.into(),
-            m.schema_version.to_string(),
-        ),
-        (
-            contracts::headers::CORRELATION_ID.into(),
-            m.metadata.correlation_id.to_string(),
-        ),
-        (
-            contracts::headers::OCCURRED_AT.into(),
-            m.metadata.occurred_at.to_rfc3339(),
-        ),
-    ];
-    if let Some(c) = m.metadata.causation_id {
-        headers.push((contracts::headers::CAUSATION_ID.into(), c.to_string()));
-    }
-    headers
+    use rdkafka::message::Headers as _;
+    let encoded = messaging::headers::encode(m.message_type, m.schema_version, &m.metadata);
+    encoded
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+            (h.key.to_owned(), value)
+        })
+        .collect()
 }
 
-/// Publishes `messages` as the relay would, in order, to partition `partition` of `topic`.
 pub async fn produce_to(
     settings: &Settings,
     topic: &str,

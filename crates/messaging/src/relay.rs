@@ -295,8 +295,8 @@ impl Relay {
             .set("message.timeout.ms", "0")
             .set("acks", "all")
             // A batch is handed over whole and then awaited, so lingering for more messages
-            // only delays its acknowledgement; what is queued still goes out together.
-            // (1 ms of linger cost 12–18 ms of median saga latency at 300 orders/s.)
+            // only delays its acknowledgement; what is queued still goes out together
+            // (docs/decisions/0003-relay-publishes-without-linger.md).
             .set("linger.ms", "0")
             .set("compression.type", "lz4");
         let producer = producer_config.create().map_err(RelayError::Producer)?;

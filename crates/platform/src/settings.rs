@@ -103,7 +103,7 @@ pub struct KafkaSettings {
     /// consumer group can keep at most this many instances busy. Each one costs latency on a
     /// small machine: librdkafka puts one partition in a produce request, so a relay batch over
     /// more partitions is more requests for the broker. The default, 2, lets two instances of
-    /// each consumer share the work (BENCHMARKS.md, sixth session).
+    /// each consumer share the work (docs/decisions/0002-two-kafka-partitions.md).
     pub partitions: i32,
     /// Replication factor of created topics (1 on a single local broker).
     pub replication: i32,

@@ -79,3 +79,72 @@ pub fn contract_line(line: &Line) -> contracts::Line {
         unit_price: line.unit_price.money().amount(),
     }
 }
+
+/// Reads the event store as other services read the order's topic: each stored event becomes
+/// the contract message it published (`OrderMessage`, decoded and validated as a consumer
+/// decodes it), so a reader that rebuilds from the store derives what it derives live. Orders
+/// are held in memory only while pending.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pending: std::collections::HashMap<uuid::Uuid, Order>,
+}
+
+/// A stored event that does not replay into a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Corrupt(#[from] crate::view::CorruptEvent),
+    #[error(
+        "event {version} of order {order_id} published a message that does not decode: {source}"
+    )]
+    Contract {
+        order_id: uuid::Uuid,
+        version: i32,
+        source: contracts::DecodeError,
+    },
+}
+
+impl Replay {
+    /// The message `recorded` published, if any (a retired event published none).
+    pub fn next(
+        &mut self,
+        recorded: &crate::event_store::RecordedEvent,
+    ) -> Result<Option<contracts::orders::OrderMessage>, ReplayError> {
+        let event = crate::view::domain_event(recorded)?;
+        let id = recorded.stream_id;
+        let before = self.pending.remove(&id).unwrap_or_default();
+        let stored = &recorded.metadata.0;
+        let metadata = Metadata {
+            message_id: stored.message_id,
+            correlation_id: stored.correlation_id,
+            causation_id: stored.causation_id,
+            traceparent: stored.traceparent.clone(),
+            occurred_at: recorded.recorded_at,
+        };
+        let outgoing = for_events(OrderId(id), &before, &[(event.clone(), metadata)]);
+        let after = before.apply(&event);
+        if after.status == crate::domain::Status::Pending {
+            self.pending.insert(id, after);
+        }
+        outgoing
+            .first()
+            .map(|m| {
+                contracts::orders::OrderMessage::decode(
+                    m.message_type,
+                    m.schema_version,
+                    m.payload.as_bytes(),
+                )
+                .map_err(|source| ReplayError::Contract {
+                    order_id: id,
+                    version: recorded.version,
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Orders seen and not yet settled.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}

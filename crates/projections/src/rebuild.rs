@@ -1,16 +1,14 @@
 //! Rebuilding a read model from the order event store while the system runs. The hand-over
 //! argument is in the crate docs; the steps are in [`rebuild`].
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use order::domain::{Order, Status};
-use order::event_store::{self, Position, RecordedEvent};
+use order::event_store::{self, Position};
+use order::messages::Replay;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-use crate::facts::{Change, Fact, LineKey, price_key};
+use crate::facts::{Change, Fact};
 use crate::{OrdersModel, ProductsModel};
 
 /// Which read models to rebuild.
@@ -97,7 +95,7 @@ pub async fn rebuild(
     );
 
     let mut done = Rebuilt::default();
-    let mut pending: HashMap<Uuid, Order> = HashMap::new();
+    let mut replay = Replay::default();
     let mut after = Position::START;
     let mut sequence = 0_i64;
     loop {
@@ -118,7 +116,9 @@ pub async fn rebuild(
         let mut facts = Vec::new();
         for recorded in &page {
             done.events_read += 1;
-            if let Some(change) = fold(&mut pending, recorded)? {
+            // The message each event published, read as the live projection reads it.
+            let change = replay.next(recorded)?.map(|message| Change::from(&message));
+            if let Some(change) = change.filter(|c| !matches!(c, Change::Nothing)) {
                 sequence += 1;
                 match change {
                     Change::Completed(_) => done.completed += 1,
@@ -160,37 +160,6 @@ pub async fn rebuild(
     }
     tracing::info!(?done, "read models rebuilt");
     Ok(done)
-}
-
-/// Applies one stored event to its order; the terminal change it makes, if any. Orders leave
-/// memory when they end, so memory holds only the orders still pending.
-fn fold(
-    pending: &mut HashMap<Uuid, Order>,
-    recorded: &RecordedEvent,
-) -> anyhow::Result<Option<Change>> {
-    let event = order::view::domain_event(recorded)?;
-    let order = pending
-        .remove(&recorded.stream_id)
-        .unwrap_or_default()
-        .apply(&event);
-    Ok(match order.status {
-        Status::Pending => {
-            pending.insert(recorded.stream_id, order);
-            None
-        }
-        Status::Completed => Some(Change::Completed(
-            order
-                .lines
-                .iter()
-                .map(|l| LineKey {
-                    product_id: l.product_id.get(),
-                    unit_price: price_key(l.unit_price.money().amount()),
-                    quantity: l.quantity.get(),
-                })
-                .collect(),
-        )),
-        Status::Failed => Some(Change::Failed),
-    })
 }
 
 /// `shop projections rebuild`: connects with the process' settings and rebuilds.

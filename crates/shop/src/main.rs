@@ -1,6 +1,9 @@
 //! `shop COMPONENT`: runs one component of the system in this process. `./dev up` starts one
 //! process per component; each can be stopped, killed and restarted on its own.
 
+#[cfg(test)]
+mod boundaries;
+
 use anyhow::Context;
 use messaging::consumer::Handler;
 use messaging::service::{Definition, Service};

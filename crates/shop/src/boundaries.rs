@@ -1,0 +1,168 @@
+//! The dependency rules of ARCHITECTURE.md ("Invariants of the code"), checked against the
+//! workspace as cargo sees it (`cargo metadata`) and against the sources where a rule is finer
+//! than a crate: a crate may depend only on the workspace crates listed for it here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+/// Each workspace crate and the workspace crates its normal (non-dev) dependencies may name.
+/// Services (`order`, `stock`, `payment`) never depend on each other; the gateway names them
+/// only for their OpenAPI documents, the projections name `order` only for its event store.
+const ALLOWED: [(&str, &[&str]); 10] = [
+    ("contracts", &[]),
+    ("platform", &[]),
+    ("test-support", &["platform"]),
+    ("messaging", &["contracts", "platform"]),
+    ("order", &["contracts", "messaging", "platform"]),
+    ("stock", &["contracts", "messaging", "platform"]),
+    ("payment", &["contracts", "messaging", "platform"]),
+    (
+        "projections",
+        &["contracts", "messaging", "order", "platform"],
+    ),
+    ("gateway", &["order", "payment", "platform", "stock"]),
+    (
+        "shop",
+        &[
+            "gateway",
+            "messaging",
+            "order",
+            "payment",
+            "platform",
+            "projections",
+            "stock",
+        ],
+    ),
+];
+
+fn workspace_dependencies() -> BTreeMap<String, BTreeSet<String>> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let packages = metadata["packages"].as_array().expect("a package list");
+    let members: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    packages
+        .iter()
+        .map(|package| {
+            let name = package["name"].as_str().unwrap_or_default().to_owned();
+            let uses = package["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                // Dev-dependencies (`kind: "dev"`) are the tests', not the crate's.
+                .filter(|d| d["kind"].is_null() || d["kind"] == "build")
+                .filter_map(|d| d["name"].as_str())
+                .filter(|d| members.contains(*d))
+                .map(str::to_owned)
+                .collect();
+            (name, uses)
+        })
+        .collect()
+}
+
+#[test]
+fn each_crate_depends_only_on_the_crates_it_may() {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(name, uses)| (*name, uses.iter().copied().collect()))
+        .collect();
+    let actual = workspace_dependencies();
+    for (name, uses) in &actual {
+        let Some(may) = allowed.get(name.as_str()) else {
+            panic!("crate {name} has no rule in boundaries.rs: add one, and to ARCHITECTURE.md");
+        };
+        let forbidden: Vec<&String> = uses.iter().filter(|u| !may.contains(u.as_str())).collect();
+        assert!(
+            forbidden.is_empty(),
+            "{name} depends on {forbidden:?}, which ARCHITECTURE.md does not allow"
+        );
+    }
+    assert_eq!(
+        actual.len(),
+        ALLOWED.len(),
+        "a rule names a crate that is gone"
+    );
+}
+
+/// Lines of the `.rs` files under `dir` that mention `needle`.
+fn mentions(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)
+            .expect("a source directory")
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains(needle) && !line.trim_start().starts_with("//") {
+                        found.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_projections_read_the_order_service_only_through_its_event_store_and_contracts() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../projections/src");
+    let reaches: Vec<String> = mentions(&src, "order::")
+        .into_iter()
+        .filter(|line| {
+            let rest = line.split("order::").skip(1);
+            rest.into_iter().any(|after| {
+                !(after.starts_with("event_store") || after.starts_with("messages::Replay"))
+            })
+        })
+        .collect();
+    assert!(
+        reaches.is_empty(),
+        "the projections reach into the order service past its event store: {reaches:#?}"
+    );
+}
+
+#[test]
+fn the_gateway_takes_only_the_services_openapi_documents() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src");
+    for service in ["order", "stock", "payment"] {
+        let needle = format!("{service}::");
+        let reaches: Vec<String> = mentions(&src, &needle)
+            .into_iter()
+            .filter(|line| {
+                line.split(needle.as_str())
+                    .skip(1)
+                    .any(|after| !after.starts_with("http::openapi()"))
+            })
+            .collect();
+        assert!(
+            reaches.is_empty(),
+            "the gateway uses more of {service} than its OpenAPI document: {reaches:#?}"
+        );
+    }
+}

@@ -60,16 +60,11 @@ struct Readiness<'a> {
     dependencies: &'a [Dependency],
 }
 
-/// 200 when every dependency is up, else 503; the body lists each one, plus Kafka as last seen
-/// by the process's [`crate::kafka::KafkaProbe`] when it runs one, plus every registered
-/// [`Condition`].
+/// 200 when every dependency is up, else 503; the body lists each one, plus every registered
+/// [`Condition`] (Kafka as last seen by the process's Kafka probe, when it runs one; stuck
+/// consumer partitions).
 pub fn readiness(dependencies: &[Dependency]) -> Response {
     let mut dependencies = dependencies.to_vec();
-    if let Some(kafka) = crate::kafka::latest() {
-        if !dependencies.iter().any(|d| d.name == kafka.name) {
-            dependencies.push(kafka);
-        }
-    }
     dependencies.extend(conditions());
     let dependencies = dependencies.as_slice();
     let ready = dependencies.iter().all(|d| d.up);

@@ -1,41 +1,29 @@
 //! Kafka's part in readiness: a probe that asks the cluster for its metadata every second and
-//! keeps the last answer, which [`crate::health::readiness`] adds to a component's dependencies.
+//! keeps the last answer in a [`Condition`] named `kafka`, which [`crate::health::readiness`]
+//! lists with a component's other dependencies.
 //!
 //! Sampling in the background (rather than asking on each `/health/ready`) keeps readiness
 //! answers instant and bounded even while the broker hangs, at the price of being up to one
 //! interval late.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 
-use crate::health::Dependency;
+use crate::health::{Condition, Dependency};
 use crate::settings::KafkaSettings;
 use crate::shutdown::Shutdown;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The last probe result of this process; `None` if it runs no probe (it needs no Kafka).
-static LATEST: Mutex<Option<Dependency>> = Mutex::new(None);
-
-/// The last state of Kafka seen by this process's probe, if it runs one.
-pub fn latest() -> Option<Dependency> {
-    LATEST.lock().ok().and_then(|l| l.clone())
-}
-
-fn store(dependency: Dependency) {
-    if let Ok(mut latest) = LATEST.lock() {
-        *latest = Some(dependency);
-    }
-}
-
-/// A metadata request to the cluster, repeated.
+/// A metadata request to the cluster, repeated; its last answer is readiness's `kafka`.
 pub struct KafkaProbe {
     client: Arc<BaseProducer>,
+    condition: Condition,
 }
 
 impl KafkaProbe {
@@ -47,12 +35,11 @@ impl KafkaProbe {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
             .create()?;
-        store(Dependency::from_result(
-            "kafka",
-            Err::<(), _>("not checked yet"),
-        ));
+        let condition = Condition::register("kafka");
+        condition.set(Some("not checked yet".to_owned()));
         Ok(Self {
             client: Arc::new(client),
+            condition,
         })
     }
 
@@ -83,7 +70,7 @@ impl KafkaProbe {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => store(self.check().await),
+                _ = tick.tick() => self.condition.set(self.check().await.error),
                 () = shutdown.requested() => return,
             }
         }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -93,7 +93,7 @@ pub fn instrument(router: axum::Router) -> axum::Router {
 /// `traceparent`. Every label takes values from a fixed set, whatever clients send.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = crate::server::known_method(request.method()).unwrap_or("other");
+    let method = known_method(request.method()).unwrap_or("other");
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -199,6 +199,21 @@ fn describe() {
         "saga_outcomes_total",
         "Sagas settled, by outcome (completed|failed) and failure reason"
     );
+}
+
+/// The methods the API knows, as metric labels: a bounded set, so no client adds a series.
+/// The server refuses any other method (405) before it reaches the routes.
+pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
+    Some(match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

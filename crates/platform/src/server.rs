@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -158,20 +158,6 @@ fn stack(settings: &HttpSettings, app: axum::Router) -> Stack {
     BoxCloneService::new(service)
 }
 
-/// The methods the API knows, as metric labels; any other method is refused.
-pub(crate) fn known_method(method: &Method) -> Option<&'static str> {
-    Some(match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => return None,
-    })
-}
-
 /// A path some component could read as another one: a `.` or `..` segment (plain or
 /// percent-encoded), or an encoded `/` or `\` that a later decoding would turn into a
 /// separator. Clients have no reason to send either.
@@ -190,7 +176,7 @@ fn ambiguous_path(path: &str) -> bool {
 }
 
 async fn refuse_before_routing(request: Request, next: Next) -> Response {
-    if known_method(request.method()).is_none() {
+    if crate::metrics::known_method(request.method()).is_none() {
         refused("unknown_method");
         return Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -383,10 +369,11 @@ mod tests {
 
     #[test]
     fn only_the_seven_methods_are_known() {
-        assert_eq!(known_method(&Method::PATCH), Some("PATCH"));
-        assert_eq!(known_method(&Method::TRACE), None);
-        assert_eq!(known_method(&Method::CONNECT), None);
+        use axum::http::Method;
+        assert_eq!(crate::metrics::known_method(&Method::PATCH), Some("PATCH"));
+        assert_eq!(crate::metrics::known_method(&Method::TRACE), None);
+        assert_eq!(crate::metrics::known_method(&Method::CONNECT), None);
         let made_up = Method::from_bytes(b"BREW").unwrap_or(Method::TRACE);
-        assert_eq!(known_method(&made_up), None);
+        assert_eq!(crate::metrics::known_method(&made_up), None);
     }
 }

@@ -73,7 +73,8 @@ impl Action {
             }
         };
         let meta = Metadata::caused_by(cause, chrono::Utc::now());
-        let reply = match accounts.capture(request)? {
+        // Ids are minted here, at the edge: the rules take them as given.
+        let reply = match accounts.capture(request, Uuid::now_v7())? {
             None => return Ok(None),
             Some(Payment::Captured { payment_id }) => OutgoingMessage::new(
                 request.order_id,

@@ -86,7 +86,7 @@ async fn pay_in(conn: &mut sqlx::PgConnection, request: Request) -> Option<Payme
     let mut accounts = Accounts::load(conn, &order, &customer, money(STARTING))
         .await
         .unwrap();
-    let payment = accounts.capture(request).unwrap();
+    let payment = accounts.capture(request, Uuid::now_v7()).unwrap();
     let replies: Vec<OutgoingMessage> =
         payment.iter().map(|p| reply(request.order_id)(p)).collect();
     accounts.save(conn, &replies).await.unwrap();
@@ -447,7 +447,7 @@ async fn pay_batch(pool: &PgPool, requests: &[Request]) -> Vec<Option<Payment>> 
     let mut payments = Vec::new();
     let mut replies = Vec::new();
     for request in requests {
-        let payment = accounts.capture(*request).unwrap();
+        let payment = accounts.capture(*request, Uuid::now_v7()).unwrap();
         replies.extend(payment.iter().map(|p| reply(request.order_id)(p)));
         payments.push(payment);
     }

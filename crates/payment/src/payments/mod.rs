@@ -2,18 +2,12 @@
 //! stock holds, never more than the customer's credit. Runs in the caller's transaction (the
 //! consumer's, with its inbox rows).
 //!
-//! The rules live in [`Accounts`], in memory, as stock's live in its ledger: it starts from
-//! what a transaction read and applies one message after another, so a whole micro-batch of
-//! messages costs the same three round trips as one message:
-//!
-//! 1. read the payments of the batch's orders and what was answered for them
-//!    ([`Accounts::load`]);
-//! 2. lock the batch's customers and read their credit, in one statement that also creates a
-//!    customer seen for the first time, with the starting credit;
-//! 3. decide each message in memory ([`Accounts::capture`], [`Accounts::reservation_failed`],
-//!    [`Accounts::release`]);
-//! 4. write the credits, the new payments, what was answered per order and the replies
-//!    announcing them in one statement ([`Accounts::save`]).
+//! The rules live in [`Accounts`], in memory and apart from storage: it starts from what a
+//! transaction read ([`store`]: `Accounts::load`) and decides one message after another
+//! ([`Accounts::capture`], [`Accounts::reservation_failed`], [`Accounts::release`]); nothing
+//! here reads a clock, mints an id or touches the database, so the tests below state each rule
+//! as given / when / then. `store` writes what was decided (`Accounts::save`), so a whole
+//! micro-batch costs the same round trips as one message.
 //!
 //! # Revisions
 //!
@@ -48,13 +42,12 @@
 //! standing payment per order) or the guarded refund fail the later one, whose transaction is
 //! then rolled back and retried.
 
+mod store;
+
 use std::collections::{BTreeSet, HashMap};
 
 use contracts::validate::MAX_MONEY;
-use messaging::outbox::{self, OutgoingMessage};
 use rust_decimal::Decimal;
-use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
 /// Stock holds the lines of an order's `revision`, which cost `amount`.
@@ -107,7 +100,7 @@ impl From<Error> for messaging::consumer::HandlerError {
 
 /// The state of a payment (the `status` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
+pub(crate) enum Status {
     /// The amount left the customer's credit.
     Captured,
     /// The credit fell short; nothing was taken. Final for the order.
@@ -117,7 +110,7 @@ enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Captured => "captured",
             Self::Declined => "declined",
@@ -125,7 +118,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         [Self::Captured, Self::Declined, Self::Refunded]
             .into_iter()
             .find(|status| status.as_str() == s)
@@ -134,23 +127,23 @@ impl Status {
 
 /// One payment of an order.
 #[derive(Debug, Clone)]
-struct Entry {
-    payment_id: Uuid,
-    customer_id: Uuid,
-    amount: Decimal,
-    revision: i32,
-    status: Status,
+pub(crate) struct Entry {
+    pub(crate) payment_id: Uuid,
+    pub(crate) customer_id: Uuid,
+    pub(crate) amount: Decimal,
+    pub(crate) revision: i32,
+    pub(crate) status: Status,
     /// Decided in this transaction (to insert), rather than read.
-    new: bool,
+    pub(crate) new: bool,
 }
 
 /// What payment has answered for an order (its `orders_answered` row).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Answered {
+pub(crate) struct Answered {
     /// The highest revision captured, declined or failed at stock; 0 for none.
-    revision: i32,
+    pub(crate) revision: i32,
     /// Declined or released: never paid for again.
-    is_final: bool,
+    pub(crate) is_final: bool,
 }
 
 /// The credit of the customers and the payments of the orders one transaction works on, and its
@@ -158,112 +151,33 @@ struct Answered {
 #[derive(Debug, Default)]
 pub struct Accounts {
     /// Each order's payments, as read and as decided since.
-    payments: HashMap<Uuid, Vec<Entry>>,
+    pub(crate) payments: HashMap<Uuid, Vec<Entry>>,
     /// What was answered per order, as read and as decided since.
-    answered: HashMap<Uuid, Answered>,
+    pub(crate) answered: HashMap<Uuid, Answered>,
     /// Orders whose answer changed.
-    answers: BTreeSet<Uuid>,
+    pub(crate) answers: BTreeSet<Uuid>,
     /// Each locked customer's credit, as it is now.
-    credit: HashMap<Uuid, Decimal>,
+    pub(crate) credit: HashMap<Uuid, Decimal>,
     /// Customers whose credit changed.
-    credited: BTreeSet<Uuid>,
+    pub(crate) credited: BTreeSet<Uuid>,
     /// Payments read as captured and refunded since.
-    refunded: Vec<Uuid>,
+    pub(crate) refunded: Vec<Uuid>,
 }
 
 impl Accounts {
-    /// Starts from what is stored: the payments of `orders`, and the credit of `customers` and
-    /// of every customer those orders paid, locked until the transaction ends. A customer not
-    /// stored yet is created with `starting_credit`.
-    pub async fn load(
-        conn: &mut PgConnection,
-        orders: &[Uuid],
-        customers: &[Uuid],
-        starting_credit: Decimal,
-    ) -> Result<Self, Error> {
-        /// A payment, or (with `is_final`) what was answered for the order.
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            order_id: Uuid,
-            revision: i32,
-            payment_id: Option<Uuid>,
-            customer_id: Option<Uuid>,
-            amount: Option<Decimal>,
-            status: Option<String>,
-            is_final: Option<bool>,
-        }
-        // One round trip for both tables; each half is a read by key.
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT order_id, revision, payment_id, customer_id, amount, status,
-                    NULL::boolean AS is_final
-             FROM payments WHERE order_id = ANY($1)
-             UNION ALL
-             SELECT order_id, revision, NULL, NULL, NULL, NULL, final
-             FROM orders_answered WHERE order_id = ANY($1)",
-        )
-        .bind(orders)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut accounts = Self::default();
-        let mut involved: BTreeSet<Uuid> = customers.iter().copied().collect();
-        for row in rows {
-            let answered = accounts.answered.entry(row.order_id).or_default();
-            answered.revision = answered.revision.max(row.revision);
-            let (Some(payment_id), Some(customer_id), Some(amount), Some(status)) =
-                (row.payment_id, row.customer_id, row.amount, row.status)
-            else {
-                answered.is_final |= row.is_final.unwrap_or(false);
-                continue;
-            };
-            let status = Status::parse(&status).ok_or_else(|| {
-                sqlx::Error::Decode(format!("unknown payment status {status:?}").into())
-            })?;
-            // A payment answers its revision, even if stored before `orders_answered` was.
-            answered.is_final |= status == Status::Declined;
-            if status == Status::Captured {
-                involved.insert(customer_id);
-            }
-            accounts
-                .payments
-                .entry(row.order_id)
-                .or_default()
-                .push(Entry {
-                    payment_id,
-                    customer_id,
-                    amount,
-                    revision: row.revision,
-                    status,
-                    new: false,
-                });
-        }
-        if involved.is_empty() {
-            return Ok(accounts);
-        }
-        // Inserts the new customers and locks the known ones (the no-op update takes the row
-        // lock), in the array's order: sorted, the one order every transaction locks in.
-        let involved: Vec<Uuid> = involved.into_iter().collect();
-        let credits: Vec<(Uuid, Decimal)> = sqlx::query_as(
-            "INSERT INTO customers AS c (customer_id, credit)
-             SELECT customer_id, $2 FROM UNNEST($1::uuid[]) AS customer_id
-             ON CONFLICT (customer_id) DO UPDATE SET credit = c.credit
-             RETURNING customer_id, credit",
-        )
-        .bind(&involved)
-        .bind(starting_credit)
-        .fetch_all(&mut *conn)
-        .await?;
-        accounts.credit = credits.into_iter().collect();
-        Ok(accounts)
-    }
-
     /// Captures the request's amount from the customer's credit, or declines it when the
     /// credit is short. A capture of an earlier revision of the order is refunded first.
     ///
     /// `None` when the request is a repeat or late (the order was answered for this revision or
     /// a later one) or the order is final (declined or released): nothing is captured, nothing
     /// is sent, and a final order's standing capture, should there be one, is refunded. After
-    /// an error the accounts must not be saved: the transaction is rolled back.
-    pub fn capture(&mut self, request: Request) -> Result<Option<Payment>, Error> {
+    /// an error the accounts must not be saved: the transaction is rolled back. `payment_id`
+    /// names the payment, captured or declined, should there be one.
+    pub fn capture(
+        &mut self,
+        request: Request,
+        payment_id: Uuid,
+    ) -> Result<Option<Payment>, Error> {
         let revision = revision(request.revision)?;
         if request.amount < Decimal::ZERO || request.amount > MAX_MONEY {
             return Err(Error::OutOfRange(format!("amount {}", request.amount)));
@@ -282,7 +196,6 @@ impl Accounts {
             .credit
             .get_mut(&request.customer_id)
             .ok_or(Error::NotLoaded(request.customer_id))?;
-        let payment_id = Uuid::now_v7();
         let (status, payment) = if *credit >= request.amount {
             *credit = (credit.checked_sub(request.amount))
                 .ok_or_else(|| Error::OutOfRange(format!("credit - {}", request.amount)))?;
@@ -360,7 +273,7 @@ impl Accounts {
         Ok(refunded)
     }
 
-    fn answered(&self, order_id: Uuid) -> Answered {
+    pub(crate) fn answered(&self, order_id: Uuid) -> Answered {
         self.answered.get(&order_id).copied().unwrap_or_default()
     }
 
@@ -392,87 +305,6 @@ impl Accounts {
             self.refunded.push(standing.payment_id);
         }
         Ok(Some(standing.amount))
-    }
-
-    /// Writes every change: the refunds of stored payments (a statement of their own, as they
-    /// are rare and must precede a new capture of the same order), then the credits, what was
-    /// answered per order, the new payments and `replies`, the messages announcing them, in one
-    /// statement. Must run in the transaction that loaded the accounts.
-    pub async fn save(
-        self,
-        conn: &mut PgConnection,
-        replies: &[OutgoingMessage],
-    ) -> Result<(), Error> {
-        if !self.refunded.is_empty() {
-            let refunded = sqlx::query(
-                "UPDATE payments SET status = 'refunded'
-                 WHERE payment_id = ANY($1) AND status = 'captured'",
-            )
-            .bind(&self.refunded)
-            .execute(&mut *conn)
-            .await?;
-            if usize::try_from(refunded.rows_affected()) != Ok(self.refunded.len()) {
-                return Err(Error::Concurrent);
-            }
-        }
-        let new: Vec<(&Uuid, &Entry)> = (self.payments.iter())
-            .flat_map(|(order, payments)| payments.iter().map(move |p| (order, p)))
-            .filter(|(_, p)| p.new)
-            .collect();
-        if new.is_empty()
-            && self.credited.is_empty()
-            && self.answers.is_empty()
-            && replies.is_empty()
-        {
-            return Ok(());
-        }
-        let customers: Vec<Uuid> = self.credited.iter().copied().collect();
-        let credits: Vec<Decimal> = (self.credited.iter())
-            .map(|c| self.credit.get(c).copied().unwrap_or_default())
-            .collect();
-        let answered: Vec<(Uuid, Answered)> = (self.answers.iter())
-            .map(|order| (*order, self.answered(*order)))
-            .collect();
-        let mut args = PgArguments::default();
-        let bound = (|| {
-            args.add(&customers)?;
-            args.add(&credits)?;
-            args.add(new.iter().map(|(_, p)| p.payment_id).collect::<Vec<_>>())?;
-            args.add(new.iter().map(|(order, _)| **order).collect::<Vec<_>>())?;
-            args.add(new.iter().map(|(_, p)| p.customer_id).collect::<Vec<_>>())?;
-            args.add(new.iter().map(|(_, p)| p.amount).collect::<Vec<_>>())?;
-            args.add(
-                new.iter()
-                    .map(|(_, p)| p.status.as_str())
-                    .collect::<Vec<_>>(),
-            )?;
-            args.add(new.iter().map(|(_, p)| p.revision).collect::<Vec<_>>())?;
-            args.add(answered.iter().map(|(o, _)| *o).collect::<Vec<_>>())?;
-            args.add(answered.iter().map(|(_, a)| a.revision).collect::<Vec<_>>())?;
-            args.add(answered.iter().map(|(_, a)| a.is_final).collect::<Vec<_>>())?;
-            outbox::queue_in_with(&mut args, replies)
-        })();
-        let queue = bound.map_err(sqlx::Error::Encode)?;
-        // Every data-modifying CTE runs, whatever the main statement reads. An answer only
-        // grows, whatever another transaction wrote meanwhile.
-        let sql = format!(
-            "WITH credited AS (
-                 UPDATE customers AS c SET credit = v.credit
-                 FROM UNNEST($1::uuid[], $2::numeric[]) AS v(customer_id, credit)
-                 WHERE c.customer_id = v.customer_id
-             ), answered AS (
-                 INSERT INTO orders_answered AS a (order_id, revision, final)
-                 SELECT * FROM UNNEST($9::uuid[], $10::int4[], $11::bool[])
-                 ON CONFLICT (order_id) DO UPDATE
-                 SET revision = GREATEST(a.revision, EXCLUDED.revision),
-                     final = a.final OR EXCLUDED.final
-             ){queue}
-             INSERT INTO payments (payment_id, order_id, customer_id, amount, status, revision)
-             SELECT * FROM UNNEST($3::uuid[], $4::uuid[], $5::uuid[], $6::numeric[], $7::text[],
-                                  $8::int4[])"
-        );
-        sqlx::query_with(&sql, args).execute(conn).await?;
-        Ok(())
     }
 }
 
@@ -515,13 +347,16 @@ mod tests {
         let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
         let mut accounts = accounts(customer, "100.00");
         for amount in [Decimal::MIN, money("-0.01"), Decimal::MAX] {
-            let outcome = accounts.capture(Request {
-                amount,
-                ..request(customer, order, 1, "0")
-            });
+            let outcome = accounts.capture(
+                Request {
+                    amount,
+                    ..request(customer, order, 1, "0")
+                },
+                Uuid::now_v7(),
+            );
             assert!(matches!(outcome, Err(Error::OutOfRange(_))), "{outcome:?}");
         }
-        let outcome = accounts.capture(request(customer, order, u32::MAX, "1.00"));
+        let outcome = accounts.capture(request(customer, order, u32::MAX, "1.00"), Uuid::now_v7());
         assert!(matches!(outcome, Err(Error::OutOfRange(_))), "{outcome:?}");
         assert_eq!(accounts.credit[&customer], money("100.00"));
         assert!(accounts.payments.is_empty() && accounts.answers.is_empty());
@@ -537,7 +372,7 @@ mod tests {
         let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
         let mut accounts = accounts(customer, "100.00");
         assert!(captured(
-            accounts.capture(request(customer, order, 1, "60.00"))
+            accounts.capture(request(customer, order, 1, "60.00"), Uuid::now_v7())
         ));
         accounts.credit.insert(customer, MAX_MONEY);
         let refund = accounts.release(order);
@@ -551,13 +386,13 @@ mod tests {
         assert_eq!(accounts.release(order).unwrap(), None);
         assert_eq!(
             accounts
-                .capture(request(customer, order, 1, "10.00"))
+                .capture(request(customer, order, 1, "10.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
         assert_eq!(
             accounts
-                .capture(request(customer, order, 2, "10.00"))
+                .capture(request(customer, order, 2, "10.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
@@ -572,14 +407,14 @@ mod tests {
         let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
         let mut accounts = accounts(customer, "100.00");
         assert!(captured(
-            accounts.capture(request(customer, order, 1, "30.00"))
+            accounts.capture(request(customer, order, 1, "30.00"), Uuid::now_v7())
         ));
         assert_eq!(accounts.release(order).unwrap(), Some(money("30.00")));
         assert_eq!(accounts.release(order).unwrap(), None, "released twice");
         // Later revisions, redriven or not, are not paid for.
         assert_eq!(
             accounts
-                .capture(request(customer, order, 2, "5.00"))
+                .capture(request(customer, order, 2, "5.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
@@ -591,15 +426,15 @@ mod tests {
         let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
         let mut accounts = accounts(customer, "100.00");
         assert!(captured(
-            accounts.capture(request(customer, order, 1, "30.00"))
+            accounts.capture(request(customer, order, 1, "30.00"), Uuid::now_v7())
         ));
         assert!(captured(
-            accounts.capture(request(customer, order, 2, "40.00"))
+            accounts.capture(request(customer, order, 2, "40.00"), Uuid::now_v7())
         ));
         // Revision 1 redriven after revision 2 was captured.
         assert_eq!(
             accounts
-                .capture(request(customer, order, 1, "30.00"))
+                .capture(request(customer, order, 1, "30.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
@@ -613,20 +448,20 @@ mod tests {
         );
         assert_eq!(
             accounts
-                .capture(request(customer, order, 3, "50.00"))
+                .capture(request(customer, order, 3, "50.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
         assert_eq!(
             accounts
-                .capture(request(customer, order, 2, "40.00"))
+                .capture(request(customer, order, 2, "40.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );
         assert_eq!(accounts.credit[&customer], money("100.00"));
         // The order is not over: stock may hold revision 4.
         assert!(captured(
-            accounts.capture(request(customer, order, 4, "20.00"))
+            accounts.capture(request(customer, order, 4, "20.00"), Uuid::now_v7())
         ));
         assert_eq!(accounts.credit[&customer], money("80.00"));
     }
@@ -635,14 +470,14 @@ mod tests {
     fn a_decline_is_final() {
         let (customer, order) = (Uuid::new_v4(), Uuid::new_v4());
         let mut accounts = accounts(customer, "10.00");
-        let declined = accounts.capture(request(customer, order, 1, "20.00"));
+        let declined = accounts.capture(request(customer, order, 1, "20.00"), Uuid::now_v7());
         assert!(
             matches!(declined, Ok(Some(Payment::Declined { .. }))),
             "{declined:?}"
         );
         assert_eq!(
             accounts
-                .capture(request(customer, order, 2, "1.00"))
+                .capture(request(customer, order, 2, "1.00"), Uuid::now_v7())
                 .unwrap(),
             None
         );

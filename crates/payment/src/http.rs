@@ -19,7 +19,7 @@ use platform::http::{Problem, Query};
 use platform::pagination::PageQuery;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -133,9 +133,32 @@ async fn list(
     let (after_time, after_id) = page
         .cursor(parse_cursor)?
         .unwrap_or((DateTime::UNIX_EPOCH, Uuid::nil()));
-    // Two statements rather than one with `$n IS NULL OR …`: the services force generic plans,
-    // and a generic plan could not pick the customer's index for the filtered list.
-    let payments: Result<Vec<PaymentView>, sqlx::Error> = match customer {
+    let payments = async {
+        let mut conn = pool.acquire().await?;
+        read_page(&mut conn, customer, (after_time, after_id), page.fetch()).await
+    };
+    let payments = payments.await.map_err(|e| {
+        tracing::warn!(error = %e, "listing payments failed");
+        Problem::unavailable("the payment store is unavailable")
+    })?;
+    Ok(page.respond(&uri, payments, |p| cursor(p.created_at, p.payment_id)))
+}
+
+/// Up to `limit` payments after the key `after`, in key order: every customer's, or one's.
+///
+/// Two statements rather than one with `$n IS NULL OR …`: the services force generic plans, and
+/// a generic plan could not pick the customer's index for the filtered list. The filtered one
+/// compares and orders by the whole key of `payments_by_customer`, customer first: a row
+/// comparison is an index condition only from the index's first column, and without it the
+/// planner reads the time index and filters every payment by customer.
+pub async fn read_page(
+    conn: &mut PgConnection,
+    customer: Option<Uuid>,
+    after: (DateTime<Utc>, Uuid),
+    limit: i64,
+) -> Result<Vec<PaymentView>, sqlx::Error> {
+    let (after_time, after_id) = after;
+    match customer {
         None => {
             sqlx::query_as(
                 "SELECT payment_id, order_id, customer_id, amount, status, created_at
@@ -146,31 +169,26 @@ async fn list(
             )
             .bind(after_time)
             .bind(after_id)
-            .bind(page.fetch())
-            .fetch_all(&pool)
+            .bind(limit)
+            .fetch_all(conn)
             .await
         }
         Some(customer) => {
             sqlx::query_as(
                 "SELECT payment_id, order_id, customer_id, amount, status, created_at
                  FROM payments
-                 WHERE customer_id = $1 AND (created_at, payment_id) > ($2, $3)
-                 ORDER BY created_at, payment_id
+                 WHERE customer_id = $1 AND (customer_id, created_at, payment_id) > ($1, $2, $3)
+                 ORDER BY customer_id, created_at, payment_id
                  LIMIT $4",
             )
             .bind(customer)
             .bind(after_time)
             .bind(after_id)
-            .bind(page.fetch())
-            .fetch_all(&pool)
+            .bind(limit)
+            .fetch_all(conn)
             .await
         }
-    };
-    let payments = payments.map_err(|e| {
-        tracing::warn!(error = %e, "listing payments failed");
-        Problem::unavailable("the payment store is unavailable")
-    })?;
-    Ok(page.respond(&uri, payments, |p| cursor(p.created_at, p.payment_id)))
+    }
 }
 
 /// `created_at` in microseconds (PostgreSQL's precision, so the key round-trips exactly), a

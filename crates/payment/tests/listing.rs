@@ -216,3 +216,87 @@ async fn a_customer_reads_only_their_own_payments_and_a_viewer_everyones() {
     }
     db.drop_now().await.unwrap();
 }
+
+/// A customer's page must come from the customer's index, not from a generic plan made while
+/// the table was small that would then read every payment (ARCHITECTURE.md, "Generic plans").
+#[tokio::test]
+async fn a_customers_page_never_scans_the_payments_it_grew_from_empty() {
+    let db = TestDatabase::create().await.unwrap();
+    payment::migrate(&db.pool).await.unwrap();
+    // One session: prepared statements and their plans belong to it.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let grow = async |conn: &mut sqlx::PgConnection, rows: i32| {
+        sqlx::query(
+            "INSERT INTO payments (payment_id, order_id, customer_id, amount, status, revision)
+             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1.00, 'captured', 1
+             FROM generate_series(1, $1)",
+        )
+        .bind(rows)
+        .execute(conn)
+        .await
+        .unwrap();
+    };
+    grow(&mut conn, 100).await;
+    sqlx::query("ANALYZE payments")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let customer = Uuid::new_v4();
+    let start = (DateTime::UNIX_EPOCH, Uuid::nil());
+    for _ in 0..10 {
+        payment::http::read_page(&mut conn, Some(customer), start, 101)
+            .await
+            .unwrap();
+    }
+    grow(&mut conn, 20_000).await;
+    insert_for(&db.pool, customer, Utc::now()).await;
+
+    // Scans of the table, and rows read through any of its indexes, in this transaction.
+    let reads = async |tx: &mut sqlx::PgConnection| -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT seq_scan, coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables
+             WHERE relname = 'payments'",
+        )
+        .fetch_one(tx)
+        .await
+        .unwrap()
+    };
+    let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+    let (scans, fetched) = reads(&mut tx).await;
+    let page = payment::http::read_page(&mut tx, Some(customer), start, 101)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let (scans_after, fetched_after) = reads(&mut tx).await;
+    assert_eq!(
+        scans_after, scans,
+        "a customer's page scanned every payment"
+    );
+    // Through the time index the page would read every payment to find the customer's one.
+    assert!(
+        fetched_after - fetched <= 10,
+        "a customer's page read {} payments",
+        fetched_after - fetched
+    );
+    drop(tx);
+    drop(conn);
+    db.drop_now().await.unwrap();
+}
+
+#[test]
+fn the_openapi_document_says_who_may_list_payments() {
+    let doc = serde_json::to_value(payment::http::openapi()).unwrap();
+    let list = &doc["paths"]["/api/payments"]["get"];
+    assert_eq!(list["security"], serde_json::json!([{"bearer": []}]));
+    for status in ["401", "403"] {
+        assert!(list["responses"].get(status).is_some(), "{status}");
+    }
+    let params: Vec<&str> = (list["parameters"].as_array().unwrap().iter())
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(params.contains(&"customerId"), "{params:?}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}

@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{Arguments, PgConnection, PgPool};
+use sqlx::{Arguments, PgConnection};
 
 /// One audited action.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -68,11 +68,16 @@ pub struct Filter {
 /// conditions: the services force generic plans, and a generic plan cannot know which condition
 /// applies, so it could not use the index of the filter that does.
 pub async fn list(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     filter: &Filter,
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
+    // PostgreSQL text cannot hold NUL, so no entry has it; binding one would be an error.
+    let nul = |value: &Option<String>| value.as_deref().is_some_and(|v| v.contains('\0'));
+    if nul(&filter.actor) || nul(&filter.action) {
+        return Ok(Vec::new());
+    }
     let mut args = sqlx::postgres::PgArguments::default();
     let mut conditions = vec!["id < $1".to_owned()];
     let bound = (|| {
@@ -94,5 +99,5 @@ pub async fn list(
         conditions.join(" AND "),
         args.len()
     );
-    sqlx::query_as_with(&sql, args).fetch_all(pool).await
+    sqlx::query_as_with(&sql, args).fetch_all(conn).await
 }

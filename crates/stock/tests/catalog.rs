@@ -535,6 +535,12 @@ async fn a_product_or_restock_that_breaks_a_rule_is_refused() {
             "unitPrice",
         ),
         (
+            "5",
+            json!({"name": "Ca\u{0}ble", "unitPrice": "1.00"}),
+            422,
+            "name",
+        ),
+        (
             "0",
             json!({"name": "Cable", "unitPrice": "1.00"}),
             422,
@@ -658,6 +664,9 @@ async fn the_audit_trail_is_newest_first_a_page_at_a_time_and_filters() {
         .audit(&format!("actor={second}&action=product.restock"))
         .await;
     assert!(both.is_empty());
+    // No entry can name a NUL: none is found, and nothing fails.
+    assert!(app.audit("actor=%00").await.is_empty());
+    assert!(app.audit("action=product.%00").await.is_empty());
     app.stop().await;
 }
 
@@ -917,6 +926,10 @@ fn the_openapi_document_states_who_may_call_what_and_the_rules() {
         200
     );
     assert_eq!(schemas["PutProduct"]["properties"]["name"]["minLength"], 1);
+    assert_eq!(
+        schemas["PutProduct"]["properties"]["name"]["pattern"],
+        r"^[^\u0000]*$"
+    );
     assert_eq!(schemas["Restock"]["properties"]["quantity"]["minimum"], 1);
     assert_eq!(
         schemas["Restock"]["properties"]["quantity"]["maximum"],

@@ -97,8 +97,11 @@ pub(super) async fn list(
         actor: filter.actor,
         action: filter.action,
     };
-    let entries: Vec<AuditEntry> = audit::list(&state.pool, &filter, before, page.fetch())
-        .await
+    let entries = async {
+        let mut conn = state.pool.acquire().await?;
+        audit::list(&mut conn, &filter, before, page.fetch()).await
+    };
+    let entries: Vec<AuditEntry> = (entries.await)
         .map_err(|e| unavailable("listing the audit trail", &e))?
         .into_iter()
         .map(AuditEntry::from)

@@ -34,8 +34,8 @@ pub const PRICE_PATTERN: &str =
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"name": "Keyboard", "unitPrice": "45.00"}))]
 pub struct PutProduct {
-    /// 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// 1 to 200 characters, none of them NUL (U+0000).
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000]*$")]
     pub name: String,
     /// The price from now on: a decimal string, 0.01 to 1000000.00, at most two places.
     #[schema(
@@ -180,7 +180,7 @@ pub(super) async fn list(
         (status = 409, description = "The product's version cannot grow further", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A name not of 1..=200 characters, a price out of 0.01..=1000000.00 or with more than two places, or a product id below 1", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A name not of 1..=200 characters or with a NUL, a price out of 0.01..=1000000.00 or with more than two places, or a product id below 1", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The stock store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -198,6 +198,13 @@ pub(super) async fn put(
         errors.push(FieldError {
             field: "name".to_owned(),
             message: format!("a name has 1 to {MAX_NAME_CHARS} characters, not {chars}"),
+        });
+    }
+    // PostgreSQL's text and jsonb cannot hold NUL: refused here rather than failing the write.
+    if body.name.contains('\0') {
+        errors.push(FieldError {
+            field: "name".to_owned(),
+            message: "a name has no NUL character".to_owned(),
         });
     }
     let price = parse_price(&body.unit_price).map_err(|message| {

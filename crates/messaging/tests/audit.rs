@@ -1,6 +1,8 @@
 //! The audit trail against a real PostgreSQL: what `record` writes is what `list` reads, newest
 //! first, by page and filter, and a filtered page reads its filter's index, not the whole trail.
 
+#![allow(clippy::unwrap_used)]
+
 use messaging::audit::{self, Filter};
 use serde_json::json;
 use sqlx::migrate::Migrator;

@@ -1,6 +1,8 @@
 //! The system's topics are created with their configuration: the catalog compacted (keyed by
 //! product, each record the whole product), the others with the broker's default (delete).
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use rdkafka::ClientConfig;

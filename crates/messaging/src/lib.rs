@@ -8,11 +8,13 @@
 //!   committing the Kafka offset only after that transaction committed;
 //! - [`dead_letters`]: park a record no one can apply (the consumers' and the projections');
 //! - [`headers`]: the one codec of a message's Kafka headers, written by the relay and read by
-//!   the consumers and the projections.
+//!   the consumers and the projections;
+//! - [`audit`]: the audit trail of operator actions, written in the transaction of the action.
 //!
 //! Together: a message exists only if its state change committed, is published at least once,
 //! and is applied by each consumer exactly once ("effectively once", SYSTEM.md I7).
 
+pub mod audit;
 mod backoff;
 pub mod consumer;
 pub mod dead_letters;
@@ -33,7 +35,7 @@ pub use relay::{BatchReport, Relay, RelayConfig, RelayError};
 
 use sqlx::migrate::Migrator;
 
-/// The outbox and inbox tables. Their versions are 1–99; a service's own migrations start at 100,
+/// The outbox, inbox and audit tables. Their versions are 1–99; a service's own migrations start at 100,
 /// and [`migrator`] runs both sets against the service's database.
 static MESSAGING_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 

@@ -48,11 +48,18 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
-    /// Serialises `message`, keyed by `key` (always an order id in this system).
+    /// Serialises `message`, keyed by an order id (the key of every saga message).
     pub fn new<C: Contract>(key: Uuid, message: &C, metadata: Metadata) -> Self {
+        Self::keyed(key.to_string(), message, metadata)
+    }
+
+    /// Serialises `message`, keyed by any string: a topic keyed by something other than an
+    /// order (the catalog's, by `contracts::catalog::product_key`). The relay treats keys as
+    /// opaque strings; per key it keeps the order of the rows.
+    pub fn keyed<C: Contract>(key: String, message: &C, metadata: Metadata) -> Self {
         Self {
             topic: C::TOPIC,
-            key: key.to_string(),
+            key,
             message_type: C::TYPE,
             schema_version: C::VERSION,
             // A contract is plain data (strings, numbers, vectors): serialising cannot fail.

@@ -1,6 +1,10 @@
 //! Creating the system's topics before anything uses them. A consumer subscribed to a topic that
 //! does not exist yet would only notice it at its next metadata refresh, and a broker's
 //! auto-created topics get whatever partition count it defaults to.
+//!
+//! The catalog topic is compacted: it is keyed by product and each record carries the whole
+//! product, so the latest record of each key is all a new reader needs, and the topic never
+//! loses a product to retention.
 
 use std::time::Duration;
 
@@ -12,12 +16,22 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Every topic of the system, by logical name.
-pub const ALL: [&str; 4] = [
+pub const ALL: [&str; 5] = [
     contracts::topics::ORDERS,
     contracts::topics::STOCK,
     contracts::topics::PAYMENTS,
     contracts::topics::DEAD_LETTERS,
+    contracts::topics::CATALOG,
 ];
+
+/// The topic-level configuration a topic is created with: `cleanup.policy` and its value.
+pub fn config(name: &str) -> &'static [(&'static str, &'static str)] {
+    if name == contracts::topics::CATALOG {
+        &[("cleanup.policy", "compact")]
+    } else {
+        &[]
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -30,7 +44,8 @@ pub enum TopicError {
     },
 }
 
-/// Creates the `{prefix}{name}` topics that do not exist yet; existing ones are left alone.
+/// Creates the `{prefix}{name}` topics that do not exist yet, each with its [`config`];
+/// existing ones are left alone.
 pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -39,13 +54,15 @@ pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicEr
         .iter()
         .map(|n| format!("{}{n}", kafka.topic_prefix))
         .collect();
-    let new: Vec<NewTopic<'_>> = full
-        .iter()
-        .map(|t| {
-            NewTopic::new(
-                t,
-                kafka.partitions,
-                TopicReplication::Fixed(kafka.replication),
+    let new: Vec<NewTopic<'_>> = (names.iter().zip(&full))
+        .map(|(name, t)| {
+            config(name).iter().fold(
+                NewTopic::new(
+                    t,
+                    kafka.partitions,
+                    TopicReplication::Fixed(kafka.replication),
+                ),
+                |topic, (key, value)| topic.set(key, value),
             )
         })
         .collect();

@@ -4,8 +4,11 @@
 //!   none, follow changes to a pending order, release a failed order (declined, out of stock,
 //!   timed out) for good, commit on completion;
 //! - [`handler`]: which message triggers which rule (the idempotent consumer applies it);
-//! - [`http`]: `GET /api/stock`.
+//! - [`catalog`]: products' names and prices, added, changed and restocked by operators, each
+//!   change announced on the catalog topic and audited;
+//! - [`http`]: `/api/products`, `/api/stock` and the audit trail, `/api/ops/audit`.
 
+pub mod catalog;
 pub mod handler;
 pub mod http;
 pub mod reservations;

@@ -12,10 +12,10 @@
 //!    guarded by what step 1 read.
 //!
 //! Everything runs inside the caller's transaction (the consumer's, with its inbox rows), so the
-//! changes and the messages announcing them commit together. The lock serialises every change
-//! to product quantities: all-or-nothing checks read quantities no one else is changing, and
-//! batches that touch the same hot products in different orders cannot deadlock. It is held for
-//! steps 2 to 4 and the commit only. Reservations are read before the lock: only one consumer
+//! changes and the messages announcing them commit together. The lock ([`lock`]) serialises
+//! every change to product rows, the operators' restocks included: all-or-nothing checks read
+//! quantities no one else is changing, and batches that touch the same hot products in
+//! different orders cannot deadlock. It is held for steps 2 to 4 and the commit only. Reservations are read before the lock: only one consumer
 //! handles an order's messages, and if a rebalance ever let two race, the guard in step 4 fails
 //! the later one, whose transaction is then rolled back and retried.
 //!
@@ -34,6 +34,19 @@ use uuid::Uuid;
 
 /// The key of the advisory lock that serialises stock transactions in this database.
 const STOCK_LOCK: i64 = 0x73_746f_636b; // "stock"
+
+/// Takes the stock lock, held until `conn`'s transaction ends. Every change to product rows
+/// takes it before reading them: the consumer's batches ([`Ledger::load`]) and the operators'
+/// restocks and catalog changes (`crate::catalog`). So a batch's all-or-nothing checks read
+/// quantities no one else is changing, and a restock lands between two batches, never inside
+/// one (I1, I2).
+pub async fn lock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(STOCK_LOCK)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Units per product.
 pub type Quantities = BTreeMap<i64, i64>;
@@ -253,10 +266,7 @@ impl Ledger {
             ledger.read.insert(row.order_id, Some(reservation));
         }
 
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(STOCK_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        lock(conn).await?;
         let involved: Vec<i64> = involved.into_iter().collect();
         let rows: Vec<(i64, i32, i32)> = sqlx::query_as(
             "SELECT product_id, available, reserved FROM products WHERE product_id = ANY($1)",

@@ -1,5 +1,5 @@
 //! `GET /api/stock` a page at a time, over HTTP against the real PostgreSQL: following
-//! `Link: rel="next"` reads every product exactly once, by product id.
+//! `Link: rel="next"` reads every product exactly once, by product id; viewers only.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +11,9 @@ use test_support::TestDatabase;
 async fn serve() -> (TestDatabase, String) {
     let db = TestDatabase::create().await.unwrap();
     stock::migrate(&db.pool).await.unwrap();
-    let routes = stock::http::routes(db.pool.clone(), messaging::Doorbell::new(db.pool.clone()));
+    let verifier = platform::auth::Verifier::from_settings(&test_support::auth_settings()).unwrap();
+    let routes = stock::http::routes(db.pool.clone(), messaging::Doorbell::new(db.pool.clone()))
+        .layer(axum::Extension(verifier));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, routes).await });
@@ -21,7 +23,12 @@ async fn serve() -> (TestDatabase, String) {
 /// One page: its product ids and the link to the next.
 async fn page(base: &str, path: &str) -> (Vec<i64>, Option<String>) {
     assert!(path.starts_with("/api/stock"), "a relative link: {path}");
-    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("authorization", test_support::viewer())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     let next = response
         .headers()
@@ -46,8 +53,8 @@ async fn page(base: &str, path: &str) -> (Vec<i64>, Option<String>) {
 async fn following_the_links_reads_every_product_once() {
     let (db, base) = serve().await;
     sqlx::query(
-        "INSERT INTO products (product_id, name, available, reserved)
-         SELECT n, 'Product ' || n, 10, 0 FROM generate_series(4, 12) AS n",
+        "INSERT INTO products (product_id, name, unit_price, available, reserved, version)
+         SELECT n, 'Product ' || n, 1.00, 10, 0, 1 FROM generate_series(4, 12) AS n",
     )
     .execute(&db.pool)
     .await
@@ -73,9 +80,46 @@ async fn following_the_links_reads_every_product_once() {
         ("limit=1001", StatusCode::UNPROCESSABLE_ENTITY),
         ("after=one", StatusCode::BAD_REQUEST),
     ] {
-        let response = reqwest::get(format!("{base}/api/stock?{query}"))
+        let response = reqwest::Client::new()
+            .get(format!("{base}/api/stock?{query}"))
+            .header("authorization", test_support::operator())
+            .send()
             .await
             .unwrap();
         assert_eq!(response.status(), status, "{query}");
     }
+}
+
+#[tokio::test]
+async fn the_stock_is_for_viewers_and_operators_only() {
+    let (db, base) = serve().await;
+    let client = reqwest::Client::new();
+    let (_, customer) = test_support::customer();
+    for (authorization, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (
+            Some("Bearer not-a-token".to_owned()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some(customer), StatusCode::FORBIDDEN),
+        (Some(test_support::viewer()), StatusCode::OK),
+        (Some(test_support::operator()), StatusCode::OK),
+    ] {
+        let mut request = client.get(format!("{base}/api/stock"));
+        if let Some(authorization) = &authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{authorization:?}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(response.headers().contains_key("www-authenticate"));
+        }
+        if status != StatusCode::OK {
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+        }
+    }
+    db.drop_now().await.unwrap();
 }

@@ -14,7 +14,7 @@ pub struct IncomingMessage {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    /// The record key: an order id in this system.
+    /// The record key: an order id, or a product id on the catalog topic.
     pub key: Option<String>,
     pub message_type: String,
     pub schema_version: u16,

@@ -19,7 +19,8 @@
 //! # Throughput and order
 //!
 //! One task per assigned partition processes its messages in offset order, so per-key order
-//! (keys are order ids, one key lives on one partition) is kept; partitions run concurrently.
+//! (keys are order ids, or product ids on the catalog topic; one key lives on one partition) is
+//! kept; partitions run concurrently.
 //! A task takes whatever piled up for its partition (up to [`ConsumerConfig::max_batch`]) and
 //! applies it in **one transaction** with one multi-row inbox insert: at low load that is a
 //! batch of one (lowest latency), under load it amortises the commit over many messages. If that

@@ -112,7 +112,7 @@ fn fuzz(program: &Path, schema: &str, caller: &Caller, who: &str) -> Result<Stri
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
     let report = format!(
-        "schemathesis as {who} ({:.0?}, {}):\n{}\n{}",
+        "schemathesis as {who} ({:.0?}, {}):\n{command:?}\n{}\n{}",
         started.elapsed(),
         output.status,
         String::from_utf8_lossy(&output.stdout),

@@ -125,7 +125,8 @@ Every error is an RFC 9457 problem document (`application/problem+json`). Money 
 Every request is bounded, on any route: a body over 64 KiB is 413 (`payload-too-large`), a body that pauses too long 408, \
 an answer not started within the request timeout 504 (`timeout`), a request past the concurrency limit 503 (`overloaded`) with `Retry-After`, \
 a method other than GET, POST, PUT, DELETE, PATCH, HEAD or OPTIONS 405 (`method-not-allowed`), \
-and a path with dot segments or encoded slashes 400.",
+and a path with dot segments or encoded slashes 400. \
+Who may call an operation is in its `security`: the `bearer` scheme says how to get a token and what each role may do; an operation without one is public.",
         version = "1",
     ),
     servers((url = "/", description = "The gateway (http://127.0.0.1:8080 locally)")),

@@ -56,7 +56,13 @@ const SEED: &str = "25";
 /// installs if it is there.
 fn schemathesis() -> Option<PathBuf> {
     if let Some(named) = std::env::var_os("FUZZ_SCHEMATHESIS") {
-        return Some(named.into());
+        let named = PathBuf::from(named);
+        assert!(
+            named.exists(),
+            "FUZZ_SCHEMATHESIS names {}, which does not exist (./dev fuzz-setup installs it)",
+            named.display()
+        );
+        return Some(named);
     }
     let installed = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../.local/opt/schemathesis/bin/schemathesis");

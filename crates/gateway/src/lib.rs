@@ -12,6 +12,9 @@
 //! of the components are forwarded; their internal routes (`/metrics`, `/health/*`) are not
 //! reachable through it.
 //!
+//! It checks no token: `Authorization` goes to the component unchanged (it is no hop-by-hop
+//! header), and each component verifies it where the data lives (`platform::auth` says why).
+//!
 //! Why a gateway in Rust rather than an nginx in front: `./dev` then needs no extra server, the
 //! routing table is code that tests exercise, and the gateway is where the system-wide readiness
 //! lives.
@@ -51,12 +54,15 @@ impl Upstreams {
         }
     }
 
-    /// The component that owns `path`, by the first segments of the path.
+    /// The component that owns `path`, by the first segments of the path: the order service
+    /// its orders, the stock service its stock, the catalog (`/api/products`) and the audit
+    /// trail of operator actions (`/api/ops`), the payment service its payments and the
+    /// projections the reports.
     fn owner(&self, path: &str) -> Option<&str> {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
         if under("/api/orders") {
             Some(&self.order)
-        } else if under("/api/stock") {
+        } else if under("/api/stock") || under("/api/products") || under("/api/ops") {
             Some(&self.stock)
         } else if under("/api/payments") {
             Some(&self.payment)

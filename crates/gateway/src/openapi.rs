@@ -4,21 +4,86 @@
 //! Each service describes its own routes from its code (`order::http::openapi()`, …); this
 //! module merges them and adds what the gateway answers itself (health, metrics, this document)
 //! and the reports of the projections, which are described here by hand.
+//!
+//! The security scheme, `bearer`, is declared here, once for the system: every component
+//! verifies the same tokens (`platform::auth`). A service states per operation which
+//! operations need it (`security(("bearer" = []))`); those requirements are kept as they are.
+//! A requirement a service document states for all its operations at once is copied onto each
+//! of its operations that has none before the merge, so it never applies to the operations of
+//! another component (the public health routes, say).
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use utoipa::OpenApi as _;
 use utoipa::ToSchema;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Components, OpenApi};
+
+/// The name operations use to require a bearer token: `security(("bearer" = []))`.
+pub const BEARER: &str = "bearer";
+
+const BEARER_DESCRIPTION: &str = "A JWT in `Authorization: Bearer <token>`, verified by every component: \
+signature, issuer, audience and expiry. Its `sub` is the customer id (a UUID) and its roles say what it may do: \
+`customer` (the caller's own orders and payments), `viewer` (reads everything an operator reads: every order \
+and payment, the stock, the reports, the audit trail) and `ops` (a viewer that may also change the catalog and \
+restock). A missing or invalid token is 401 with `WWW-Authenticate: Bearer`; a role that may not is 403. \
+Locally, `./dev token customer [UUID]`, `./dev token viewer` and `./dev token ops` print a token valid for \
+an hour (signed with the key pair `./dev` keeps in `.local/auth/`); in production the tokens come from the \
+OpenID Connect issuer the components are configured with.";
 
 /// The whole API of the system, as served at `/api/openapi.json`.
 pub fn document() -> OpenApi {
     let mut doc = GatewayDoc::openapi();
-    doc.merge(order::http::openapi());
-    doc.merge(stock::http::openapi());
-    doc.merge(payment::http::openapi());
+    doc.components
+        .get_or_insert_with(Components::default)
+        .add_security_scheme(BEARER, bearer_scheme());
+    merge_service(&mut doc, order::http::openapi());
+    merge_service(&mut doc, stock::http::openapi());
+    merge_service(&mut doc, payment::http::openapi());
     doc
+}
+
+fn bearer_scheme() -> SecurityScheme {
+    SecurityScheme::Http(
+        HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(BEARER_DESCRIPTION))
+            .build(),
+    )
+}
+
+/// Merges a service's document into the system's. Its operations keep their own security
+/// requirements; a document-wide one becomes each of its operations' that states none, and the
+/// system's own scheme wins over a service's of the same name.
+pub fn merge_service(system: &mut OpenApi, mut service: OpenApi) {
+    if let Some(requirements) = service.security.take() {
+        for item in service.paths.paths.values_mut() {
+            for operation in operations_mut(item) {
+                operation
+                    .security
+                    .get_or_insert_with(|| requirements.clone());
+            }
+        }
+    }
+    system.merge(service);
+}
+
+fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
 }
 
 pub async fn openapi_json() -> Response {
@@ -60,7 +125,8 @@ Every error is an RFC 9457 problem document (`application/problem+json`). Money 
 Every request is bounded, on any route: a body over 64 KiB is 413 (`payload-too-large`), a body that pauses too long 408, \
 an answer not started within the request timeout 504 (`timeout`), a request past the concurrency limit 503 (`overloaded`) with `Retry-After`, \
 a method other than GET, POST, PUT, DELETE, PATCH, HEAD or OPTIONS 405 (`method-not-allowed`), \
-and a path with dot segments or encoded slashes 400.",
+and a path with dot segments or encoded slashes 400. \
+Who may call an operation is in its `security`: the `bearer` scheme says how to get a token and what each role may do; an operation without one is public.",
         version = "1",
     ),
     servers((url = "/", description = "The gateway (http://127.0.0.1:8080 locally)")),
@@ -143,8 +209,13 @@ const PROBLEM: &str = "application/problem+json";
     operation_id = "productsReport",
     tag = "reports",
     summary = "Quantity ordered per product and unit price, over completed orders",
+    description = "For viewers and operators: it sums every customer's orders.",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "One entry per product", body = Vec<ProductReport>),
+        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = PROBLEM,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"shop\"`, with `error=\"invalid_token\"` when a token was sent"))),
+        (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "The read model is unavailable", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
     )
 )]
@@ -157,8 +228,13 @@ fn products_report() {}
     operation_id = "ordersReport",
     tag = "reports",
     summary = "Orders completed and failed",
+    description = "For viewers and operators: it counts every customer's orders.",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The counts", body = OrdersReport),
+        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = PROBLEM,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"shop\"`, with `error=\"invalid_token\"` when a token was sent"))),
+        (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
         (status = 503, description = "The read model is unavailable", body = platform::openapi::ProblemDoc, content_type = PROBLEM),
     )
 )]

@@ -502,11 +502,35 @@ async fn made_up_methods_are_405_and_add_no_series() {
                 answer.problem()["type"],
                 "urn:shop:problem:method-not-allowed"
             );
+            assert!(
+                answer
+                    .head
+                    .to_ascii_lowercase()
+                    .contains("allow: get, head, post, put, patch, delete, options\r\n"),
+                "{method}: no Allow in {}",
+                answer.head
+            );
         }
     }
+    // TRACE too: no resource here takes it.
+    let answer = exact(setup.gateway, "TRACE", "/health/live").await;
+    assert_eq!(answer.status, 405);
+    assert!(
+        answer
+            .head
+            .to_ascii_lowercase()
+            .contains("allow: get, head"),
+        "{}",
+        answer.head
+    );
     // A known method a route does not take is a problem document too.
     let answer = exact(setup.upstream, "PATCH", "/api/orders").await;
     assert_eq!(answer.status, 405);
+    assert!(
+        answer.head.to_ascii_lowercase().contains("allow: post\r\n"),
+        "the route's own methods: {}",
+        answer.head
+    );
     assert_eq!(
         answer.problem()["type"],
         "urn:shop:problem:method-not-allowed"

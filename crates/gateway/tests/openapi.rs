@@ -111,6 +111,157 @@ fn errors_are_problem_documents_with_the_statuses_of_the_api() {
     );
 }
 
+#[test]
+fn the_bearer_scheme_is_declared_with_the_roles_and_how_to_get_a_token() {
+    let doc = document();
+    let bearer = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(bearer["type"], "http");
+    assert_eq!(bearer["scheme"], "bearer");
+    assert_eq!(bearer["bearerFormat"], "JWT");
+    let description = bearer["description"].as_str().unwrap();
+    for needed in [
+        "`customer`",
+        "`viewer`",
+        "`ops`",
+        "./dev token customer",
+        "./dev token viewer",
+        "./dev token ops",
+        "401",
+        "403",
+    ] {
+        assert!(description.contains(needed), "{needed} in {description}");
+    }
+    // No document-wide requirement: each operation states its own, so public routes stay
+    // public.
+    assert!(doc["security"].is_null(), "{}", doc["security"]);
+    for path in [
+        "/health/live",
+        "/health/ready",
+        "/api/openapi.json",
+        "/api/docs",
+    ] {
+        assert!(
+            doc["paths"][path]["get"]["security"].is_null(),
+            "{path} is public"
+        );
+    }
+}
+
+#[test]
+fn the_reports_need_a_viewer_token() {
+    let doc = document();
+    for path in ["/api/reports/products", "/api/reports/orders"] {
+        let operation = &doc["paths"][path]["get"];
+        assert_eq!(
+            operation["security"],
+            serde_json::json!([{"bearer": []}]),
+            "{path}"
+        );
+        let unauthorized = &operation["responses"]["401"];
+        assert_eq!(
+            unauthorized["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        assert!(unauthorized["headers"]["WWW-Authenticate"].is_object());
+        assert!(operation["responses"]["403"].is_object(), "{path}");
+    }
+}
+
+/// Every requirement names a declared scheme, and an operation that needs a token says what
+/// happens without one (401).
+#[test]
+fn every_operation_that_needs_a_token_documents_401() {
+    let doc = document();
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(requirements) = operation["security"].as_array() else {
+                continue;
+            };
+            let needs_token = requirements.iter().any(|r| {
+                let r = r.as_object().unwrap();
+                for name in r.keys() {
+                    assert!(schemes.contains_key(name), "{method} {path}: scheme {name}");
+                }
+                !r.is_empty()
+            });
+            if needs_token {
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} needs a token but documents no 401"
+                );
+            }
+        }
+    }
+}
+
+/// What a service states survives the merge: an operation's own requirement as it is, a
+/// document-wide one on each of that service's operations, and the system's `bearer` scheme
+/// over a service's scheme of the same name.
+#[test]
+fn security_requirements_of_a_service_survive_the_merge() {
+    use utoipa::OpenApi as _;
+
+    #[utoipa::path(get, path = "/api/things", security(("bearer" = [])),
+        responses((status = 200, description = "ok")))]
+    #[allow(dead_code)]
+    fn things() {}
+
+    #[utoipa::path(get, path = "/api/things/public", security(()),
+        responses((status = 200, description = "ok")))]
+    #[allow(dead_code)]
+    fn public_thing() {}
+
+    #[utoipa::path(post, path = "/api/things", responses((status = 200, description = "ok")))]
+    #[allow(dead_code)]
+    fn add_thing() {}
+
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        paths(things, public_thing, add_thing),
+        security(("other" = ["write"])),
+        modifiers(&OwnScheme)
+    )]
+    struct ThingsDoc;
+
+    struct OwnScheme;
+    impl utoipa::Modify for OwnScheme {
+        fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+            use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+            openapi
+                .components
+                .get_or_insert_with(Default::default)
+                .add_security_scheme(
+                    "bearer",
+                    SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-token"))),
+                );
+        }
+    }
+
+    let mut system = gateway::openapi::document();
+    gateway::openapi::merge_service(&mut system, ThingsDoc::openapi());
+    let doc: Value = serde_json::from_str(&system.to_json().unwrap()).unwrap();
+    let things = &doc["paths"]["/api/things"];
+    assert_eq!(
+        things["get"]["security"],
+        serde_json::json!([{"bearer": []}])
+    );
+    assert_eq!(
+        things["post"]["security"],
+        serde_json::json!([{"other": ["write"]}])
+    );
+    assert_eq!(
+        doc["paths"]["/api/things/public"]["get"]["security"],
+        serde_json::json!([{}])
+    );
+    assert!(doc["security"].is_null(), "{}", doc["security"]);
+    assert!(doc["paths"]["/health/ready"]["get"]["security"].is_null());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["type"],
+        "http"
+    );
+}
+
 #[tokio::test]
 async fn the_gateway_serves_the_document_and_its_page() {
     let settings = test_support::settings();
@@ -134,6 +285,10 @@ async fn the_gateway_serves_the_document_and_its_page() {
     assert_eq!(response.status(), 200);
     let served: Value = response.json().await.unwrap();
     assert_eq!(served, document());
+    assert_eq!(
+        served["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 
     let page = client
         .get(format!("http://{address}/api/docs"))

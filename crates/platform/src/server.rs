@@ -12,7 +12,10 @@
 //! - past `max_connections` open connections, new ones wait in the listen queue;
 //! - a method outside the seven the API knows is 405, and a path with dot segments or encoded
 //!   slashes is 400, both before routing: such a path never reaches a route it could be read as
-//!   (`/api/orders/../../metrics`), and neither adds a metric series.
+//!   (`/api/orders/../../metrics`), and neither adds a metric series. Every 405 carries the
+//!   `Allow` RFC 9110 requires: a route's own methods when a route refused a known method; the
+//!   seven when the method was refused before routing, since no resource here takes any other
+//!   (a request with one of the seven learns the resource's exact list).
 //!
 //! What the server answers by itself is counted in `http_requests_refused_total{reason}`; what
 //! reaches the routes is counted by [`crate::metrics::track`].
@@ -158,6 +161,9 @@ fn stack(settings: &HttpSettings, app: axum::Router) -> Stack {
     BoxCloneService::new(service)
 }
 
+/// The methods of [`crate::metrics::known_method`], as an `Allow` value.
+const KNOWN_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// A path some component could read as another one: a `.` or `..` segment (plain or
 /// percent-encoded), or an encoded `/` or `\` that a later decoding would turn into a
 /// separator. Clients have no reason to send either.
@@ -178,12 +184,16 @@ fn ambiguous_path(path: &str) -> bool {
 async fn refuse_before_routing(request: Request, next: Next) -> Response {
     if crate::metrics::known_method(request.method()).is_none() {
         refused("unknown_method");
-        return Problem::new(
+        let mut response = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "The method is not allowed here",
         )
         .into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(KNOWN_METHODS));
+        return response;
     }
     if ambiguous_path(request.uri().path()) {
         refused("path");
@@ -375,5 +385,11 @@ mod tests {
         assert_eq!(crate::metrics::known_method(&Method::CONNECT), None);
         let made_up = Method::from_bytes(b"BREW").unwrap_or(Method::TRACE);
         assert_eq!(crate::metrics::known_method(&made_up), None);
+        let allowed: Vec<&str> = KNOWN_METHODS.split(", ").collect();
+        assert_eq!(allowed.len(), 7);
+        for name in allowed {
+            let method = Method::from_bytes(name.as_bytes()).unwrap_or(Method::TRACE);
+            assert_eq!(crate::metrics::known_method(&method), Some(name));
+        }
     }
 }

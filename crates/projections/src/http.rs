@@ -1,4 +1,7 @@
 //! The reports API. Reads only the read models; a store that is down is a 503 problem.
+//!
+//! The reports sum every customer's orders, so they are for the shop's staff: a viewer's or an
+//! operator's token (SYSTEM.md §8). No token is 401, a customer's is 403.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use platform::auth::{Identity, Role};
 use platform::health::{Dependency, readiness};
 use platform::http::Problem;
 
@@ -28,7 +32,10 @@ pub fn routes(state: AppState) -> Router {
 }
 
 #[tracing::instrument(skip_all)]
-async fn products_report(State(state): State<AppState>) -> Response {
+async fn products_report(State(state): State<AppState>, identity: Identity) -> Response {
+    if let Err(e) = identity.require(Role::Viewer) {
+        return e.into_response();
+    }
     match state.products.report().await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => unavailable("redis", &e),
@@ -36,7 +43,10 @@ async fn products_report(State(state): State<AppState>) -> Response {
 }
 
 #[tracing::instrument(skip_all)]
-async fn orders_report(State(state): State<AppState>) -> Response {
+async fn orders_report(State(state): State<AppState>, identity: Identity) -> Response {
+    if let Err(e) = identity.require(Role::Viewer) {
+        return e.into_response();
+    }
     match state.orders.report().await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e) => unavailable("mongodb", &e),

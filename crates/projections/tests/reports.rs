@@ -36,6 +36,53 @@ async fn reports_equal_the_orders_after_a_randomized_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_are_for_viewers_and_operators_only() {
+    let world = World::new().await;
+    load(world.pool(), 10).await;
+    world.assert_reports_exact(SETTLE).await;
+    let (_, customer) = test_support::customer();
+    let operator = test_support::operator();
+    for path in ["/api/reports/products", "/api/reports/orders"] {
+        let anonymous = world.get_as(path, None).await;
+        assert_eq!(anonymous.status(), 401, "{path} without a token");
+        assert_eq!(
+            anonymous.headers()["www-authenticate"],
+            r#"Bearer realm="shop""#
+        );
+        assert_eq!(
+            anonymous.headers()["content-type"],
+            "application/problem+json"
+        );
+        let forged = world.get_as(path, Some("Bearer not.a.token")).await;
+        assert_eq!(forged.status(), 401, "{path} with a malformed token");
+
+        let refused = world.get_as(path, Some(&customer)).await;
+        assert_eq!(refused.status(), 403, "{path} as a customer");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json"
+        );
+        let problem: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(problem["status"], 403);
+
+        let as_viewer = world.get_as(path, Some(&world.viewer)).await;
+        assert_eq!(as_viewer.status(), 200, "{path} as a viewer");
+        let as_operator = world.get_as(path, Some(&operator)).await;
+        assert_eq!(as_operator.status(), 200, "{path} as an operator");
+        assert_eq!(
+            as_operator.json::<serde_json::Value>().await.unwrap(),
+            as_viewer.json::<serde_json::Value>().await.unwrap(),
+        );
+    }
+    // Health stays public.
+    eventually(SETTLE, "readiness without a token", || async {
+        Ok((world.get_as("/health/ready", None).await.status() == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_and_replayed_events_change_nothing() {
     let world = World::new().await;
     load(world.pool(), 60).await;

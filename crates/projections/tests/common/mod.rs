@@ -28,6 +28,8 @@ pub struct World {
     pub address: String,
     pub stats: (Arc<ProjectionStats>, Arc<ProjectionStats>),
     pub client: reqwest::Client,
+    /// The `Authorization` the reports are read with: a viewer's (the reports are staff-only).
+    pub viewer: String,
     _order_service: Trigger,
     _projections: Trigger,
 }
@@ -57,6 +59,7 @@ impl World {
             address,
             stats,
             client: test_support::http_client(),
+            viewer: test_support::viewer(),
             _order_service: order_trigger,
             _projections: trigger,
         }
@@ -66,12 +69,18 @@ impl World {
         &self.db.pool
     }
 
+    /// `GET path` as a viewer.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .send()
-            .await
-            .unwrap()
+        self.get_as(path, Some(&self.viewer)).await
+    }
+
+    /// `GET path` with `authorization` as the `Authorization` header, or none.
+    pub async fn get_as(&self, path: &str, authorization: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        request.send().await.unwrap()
     }
 
     /// Both reports as the API serves them; `None` while a store is unavailable.

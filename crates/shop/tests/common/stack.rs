@@ -77,11 +77,19 @@ impl Stack {
                 databases.insert(component, database);
             }
         }
-        // No projections yet in these tests: the gateway's report routes are not exercised.
-        env.push((
-            "SHOP_HTTP__PROJECTIONS_PORT".to_owned(),
-            free_port().to_string(),
-        ));
+        // The projections run only in the stacks that ask for them (`start_with`); they get a
+        // port either way, for the gateway to route the reports to, and a Redis key prefix and
+        // a MongoDB database of their own.
+        let projections = free_port();
+        ports.insert("projections", projections);
+        env.extend([
+            (
+                "SHOP_HTTP__PROJECTIONS_PORT".to_owned(),
+                projections.to_string(),
+            ),
+            ("SHOP_REDIS__KEY_PREFIX".to_owned(), format!("{id}:")),
+            ("SHOP_MONGODB__DATABASE".to_owned(), id.clone()),
+        ]);
         // Every component verifies tokens with the test key pair, as `test_support::token`
         // signs them.
         env.extend(

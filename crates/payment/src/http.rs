@@ -16,7 +16,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use platform::auth::{Identity, Role};
 use platform::http::{Problem, Query};
-use platform::pagination::PageQuery;
+use platform::pagination::TimeIdPageQuery;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -108,7 +108,7 @@ fn whose(identity: &Identity, asked: Option<Uuid>) -> Result<Option<Uuid>, Refus
     tag = "payments",
     summary = "Payments, oldest first: a customer's own, or everyone's for a viewer",
     description = "A customer token lists only the customer's own payments (the token's subject); `customerId`, if sent, must be the customer's own, else 403. A viewer or operator token lists every payment, or one customer's with `customerId`. Paginated: follow `Link: rel=\"next\"` until it is absent; the filter carries over to every page.",
-    params(PageQuery, PaymentsQuery),
+    params(TimeIdPageQuery, PaymentsQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The payments, at most `limit`", body = Vec<PaymentView>,
@@ -123,7 +123,7 @@ fn whose(identity: &Identity, asked: Option<Uuid>) -> Result<Option<Uuid>, Refus
 async fn list(
     State(pool): State<PgPool>,
     identity: Identity,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<TimeIdPageQuery>,
     Query(filter): Query<PaymentsQuery>,
     uri: Uri,
 ) -> Result<Response, Refusal> {

@@ -35,6 +35,62 @@ pub struct PageQuery {
     pub after: Option<String>,
 }
 
+/// Page queries whose `after` is documented with the exact shape of one kind of cursor, so that
+/// every value the OpenAPI document allows is one the list can read (an outside fuzzer sends
+/// any string the pattern admits). Each converts into a [`PageQuery`].
+macro_rules! page_query {
+    ($(#[$doc:meta])* $name:ident, $pattern:literal, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Items per page, 1 to 1000; 100 when absent.
+            #[param(minimum = 1, maximum = 1000, default = 100)]
+            pub limit: Option<i64>,
+            /// Where the page starts: the cursor of the previous page's `Link: rel="next"`.
+            #[param(pattern = $pattern, example = $example)]
+            pub after: Option<String>,
+        }
+
+        impl $name {
+            /// See [`PageQuery::page`].
+            pub fn page(self) -> Result<Page, Problem> {
+                PageQuery {
+                    limit: self.limit,
+                    after: self.after,
+                }
+                .page()
+            }
+        }
+    };
+}
+
+page_query!(
+    /// A list keyed by a positive integer id below 10^18 (products, audit entries).
+    IdPageQuery,
+    r"^[1-9][0-9]{0,17}$",
+    "42"
+);
+page_query!(
+    /// A list keyed by a version, from 1 to 999,999,999 (an order's events).
+    VersionPageQuery,
+    r"^[1-9][0-9]{0,8}$",
+    "3"
+);
+page_query!(
+    /// A list keyed by a UUID in its hyphenated lower-case form (orders).
+    UuidPageQuery,
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d"
+);
+page_query!(
+    /// A list keyed by a time in microseconds since 1970 (up to the year 2286) and a UUID in
+    /// its simple form, joined by a dot (payments).
+    TimeIdPageQuery,
+    r"^[0-9]{1,16}\.[0-9a-f]{32}$",
+    "1733533200123456.0192f0c17d2e7b3a9c4d5e6f7a8b9c0d"
+);
+
 /// A validated page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -161,6 +217,14 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_largest_cursors_the_patterns_admit_still_parse() {
+        // `IdPageQuery`: 18 digits; `VersionPageQuery`: 9 digits (Schemathesis checks the rest:
+        // every value a pattern admits must be accepted).
+        assert!("999999999999999999".parse::<i64>().is_ok());
+        assert!("999999999".parse::<i32>().is_ok());
     }
 
     #[test]

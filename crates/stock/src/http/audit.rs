@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use messaging::audit::{self, Entry, Filter};
 use platform::auth::{Identity, Role};
 use platform::http::Query;
-use platform::pagination::PageQuery;
+use platform::pagination::IdPageQuery;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Refusal, unavailable};
@@ -71,7 +71,7 @@ impl From<Entry> for AuditEntry {
     tag = "ops",
     summary = "The audit trail of operator actions on the catalog and stock",
     description = "Viewers and operators. Newest first, paginated: follow `Link: rel=\"next\"` until it is absent. The filters carry over to every page.",
-    params(PageQuery, AuditQuery),
+    params(IdPageQuery, AuditQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The entries, at most `limit`", body = Vec<AuditEntry>,
@@ -86,7 +86,7 @@ impl From<Entry> for AuditEntry {
 pub(super) async fn list(
     State(state): State<AppState>,
     identity: Identity,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<IdPageQuery>,
     Query(filter): Query<AuditQuery>,
     uri: Uri,
 ) -> Result<Response, Refusal> {

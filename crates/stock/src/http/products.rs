@@ -17,7 +17,7 @@ use contracts::catalog::{MAX_NAME_CHARS, ProductChanged};
 use contracts::validate::MAX_UNIT_PRICE;
 use platform::auth::{Identity, Role};
 use platform::http::{FieldError, Problem, Query};
-use platform::pagination::PageQuery;
+use platform::pagination::IdPageQuery;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -137,7 +137,7 @@ fn store_error(what: &str, error: catalog::Error) -> Problem {
     tag = "catalog",
     summary = "The catalog: every product with its price and units available",
     description = "Public (no token). By product id, paginated: follow `Link: rel=\"next\"` until it is absent.",
-    params(PageQuery),
+    params(IdPageQuery),
     responses(
         (status = 200, description = "The products, at most `limit`", body = Vec<Product>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
@@ -148,7 +148,7 @@ fn store_error(what: &str, error: catalog::Error) -> Problem {
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<IdPageQuery>,
     uri: Uri,
 ) -> Result<Response, Refusal> {
     let page = query.page()?;

@@ -6,7 +6,7 @@ use axum::http::Uri;
 use axum::response::Response;
 use platform::auth::{Identity, Role};
 use platform::http::Query;
-use platform::pagination::PageQuery;
+use platform::pagination::IdPageQuery;
 use serde::Serialize;
 
 use super::{AppState, Refusal, unavailable};
@@ -28,7 +28,7 @@ pub struct StockView {
     tag = "stock",
     summary = "Every product: units free and units held for pending orders",
     description = "Viewers and operators. By product id, paginated: follow `Link: rel=\"next\"` until it is absent.",
-    params(PageQuery),
+    params(IdPageQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The products, at most `limit`", body = Vec<StockView>,
@@ -43,7 +43,7 @@ pub struct StockView {
 pub(super) async fn list(
     State(state): State<AppState>,
     identity: Identity,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<IdPageQuery>,
     uri: Uri,
 ) -> Result<Response, Refusal> {
     identity.require(Role::Viewer)?;

@@ -841,3 +841,71 @@ pub mod doc {
         TimedOut,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    fn document() -> Value {
+        serde_json::to_value(super::openapi()).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_operation_states_its_security_and_its_401_403_and_404() {
+        let doc = document();
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        let mut operations = 0;
+        for (path, item) in &paths {
+            for (method, operation) in item.as_object().cloned().unwrap_or_default() {
+                operations += 1;
+                assert_eq!(
+                    operation["security"],
+                    serde_json::json!([{ "bearer": [] }]),
+                    "{method} {path}"
+                );
+                for status in ["401", "403"] {
+                    assert!(
+                        operation["responses"][status].is_object(),
+                        "{method} {path} {status}"
+                    );
+                }
+                if path.contains("{orderId}") {
+                    assert!(operation["responses"]["404"].is_object(), "{method} {path}");
+                }
+            }
+        }
+        assert_eq!(operations, 6);
+        let place = &doc["paths"]["/api/orders"]["post"]["responses"];
+        assert!(place["409"].is_object());
+        let add = &doc["paths"]["/api/orders/{orderId}/items"]["post"]["responses"];
+        assert!(add["409"].is_object());
+    }
+
+    #[test]
+    fn the_document_declares_the_bounds_the_server_enforces() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let item = &schemas["ItemRequest"]["properties"];
+        assert_eq!(item["quantity"]["minimum"], 1.0);
+        assert_eq!(
+            item["quantity"]["maximum"],
+            f64::from(crate::domain::MAX_QUANTITY)
+        );
+        assert_eq!(item["productId"]["minimum"], 1.0);
+        let required = schemas["ItemRequest"]["required"].to_string();
+        assert!(!required.contains("unitPrice"), "{required}");
+        let place = &schemas["PlaceOrderRequest"];
+        assert_eq!(place["properties"]["items"]["minItems"], 1);
+        assert_eq!(
+            place["properties"]["items"]["maxItems"],
+            crate::domain::MAX_LINES
+        );
+        assert!(!place["required"].to_string().contains("customerId"));
+        let key = (doc["paths"]["/api/orders"]["post"]["parameters"].as_array())
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "Idempotency-Key"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(key["schema"]["pattern"], r"^[!-~]{1,200}$", "{key}");
+        assert_eq!(key["schema"]["maxLength"], 200, "{key}");
+    }
+}

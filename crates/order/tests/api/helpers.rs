@@ -33,7 +33,10 @@ impl TestApp {
     }
 
     /// A service with these settings (a test that publishes to its topics knows their prefix).
-    pub async fn spawn_with(settings: platform::Settings, deadline: Duration) -> anyhow::Result<Self> {
+    pub async fn spawn_with(
+        settings: platform::Settings,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut definition = order::definition(&db.name, 0);
         definition.relay.poll_interval = Duration::from_secs(120);

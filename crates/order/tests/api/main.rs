@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod catalog;
 mod commands;
 mod deadline;
 mod event_store;
 mod helpers;
+mod identity;
 mod orders;
 mod pages;
 mod saga;

@@ -180,10 +180,7 @@ async fn every_command_that_appends_wakes_the_relay() {
 
     let key = test_support::unique("key");
     let placed = app
-        .place_with_key(
-            &json!({ "items": [item(3, 1, "1.00")] }),
-            &key,
-        )
+        .place_with_key(&json!({ "items": [item(3, 1, "1.00")] }), &key)
         .await;
     assert_eq!(placed.status(), StatusCode::CREATED);
     app.published(4, soon).await.unwrap();

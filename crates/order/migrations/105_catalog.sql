@@ -5,7 +5,7 @@
 CREATE TABLE catalog (
     product_id bigint        PRIMARY KEY CHECK (product_id > 0),
     name       text          NOT NULL,
-    unit_price numeric(12, 2) NOT NULL CHECK (unit_price > 0),
+    unit_price numeric(14, 2) NOT NULL CHECK (unit_price > 0),
     version    bigint        NOT NULL CHECK (version > 0),
     updated_at timestamptz   NOT NULL DEFAULT now()
 );

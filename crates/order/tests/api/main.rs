@@ -11,6 +11,7 @@ mod deadline;
 mod event_store;
 mod helpers;
 mod identity;
+mod migrations;
 mod orders;
 mod pages;
 mod saga;

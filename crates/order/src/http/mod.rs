@@ -1,6 +1,6 @@
-//! `/api/orders`: requests are parsed into domain values at this edge ([`requests`]), every
-//! route knows its caller ([`Identity`]) and errors become problem documents here and nowhere
-//! else ([`ApiError`]).
+//! `/api/orders`: requests are parsed into domain values at this edge (`requests`), every
+//! route knows its caller ([`Identity`]) and errors become problem documents in one place
+//! (`errors`, [`ApiError`]); `doc` holds the response shapes of the OpenAPI document.
 //!
 //! Who may do what (SYSTEM.md §8, I8):
 //!
@@ -19,17 +19,19 @@
 //! service refuses what it cannot price. (Stock's `unknown_product` saga failure remains for a
 //! product the catalog lists but stock does not hold.)
 
+pub mod doc;
+mod errors;
 mod requests;
 
 use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use messaging::Doorbell;
-use platform::auth::{AuthError, Identity, Role};
+use platform::auth::{Identity, Role};
 use platform::http::{FieldError, Json, Problem, Query};
 use platform::pagination::PageQuery;
 use sqlx::PgPool;
@@ -41,6 +43,8 @@ use crate::domain::{Command, CustomerId, DomainError, Line, OrderId, Price, Prod
 use crate::idempotency;
 use crate::listing;
 use crate::view::{self, EventView, OrderView};
+pub use errors::ApiError;
+use errors::{command_problem, domain_problem, forbidden, order_not_found};
 pub use requests::{ItemRequest, ListFilters, PlaceOrderRequest, RemoveQuery};
 use requests::{RequestedLine, field, invalid};
 
@@ -71,88 +75,6 @@ pub fn routes(pool: PgPool, doorbell: Doorbell) -> Router {
             delete(remove_item),
         )
         .with_state(state)
-}
-
-// --- errors ---------------------------------------------------------------------------------
-
-/// Every error of these routes, answered as a problem document in [`IntoResponse`].
-#[derive(Debug)]
-pub enum ApiError {
-    Problem(Problem),
-    /// 401 or 403, answered by `platform::auth`.
-    Auth(AuthError),
-    /// A line states a price that is not the catalog's current one: 409 `price-changed`, with
-    /// the product and its current price as extension members (`productId`, `currentPrice`).
-    PriceChanged {
-        product_id: ProductId,
-        current: Price,
-        stated: Price,
-    },
-}
-
-impl From<Problem> for ApiError {
-    fn from(problem: Problem) -> Self {
-        ApiError::Problem(problem)
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        ApiError::Auth(error)
-    }
-}
-
-impl From<CommandError> for ApiError {
-    fn from(error: CommandError) -> Self {
-        ApiError::Problem(command_problem(error))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            ApiError::Problem(problem) => problem.into_response(),
-            ApiError::Auth(error) => error.into_response(),
-            ApiError::PriceChanged {
-                product_id,
-                current,
-                stated,
-            } => {
-                let status = StatusCode::CONFLICT;
-                let body = serde_json::json!({
-                    "type": platform::http::problem_type("price-changed"),
-                    "title": "The price of a product has changed",
-                    "status": status.as_u16(),
-                    "detail": format!(
-                        "product {} costs {current} now, not {stated}",
-                        product_id.get()
-                    ),
-                    "productId": product_id,
-                    "currentPrice": current,
-                });
-                (
-                    status,
-                    [(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/problem+json"),
-                    )],
-                    body.to_string(),
-                )
-                    .into_response()
-            }
-        }
-    }
-}
-
-/// 403 for what a role may not ask for, with why.
-fn forbidden(detail: &str) -> ApiError {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "forbidden",
-        "Your role may not do this",
-    )
-    .detail(detail)
-    .into()
 }
 
 // --- who may read ---------------------------------------------------------------------------
@@ -610,10 +532,6 @@ fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
         .map_err(|_| order_not_found())
 }
 
-fn order_not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "order-not-found", "No such order")
-}
-
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 
 /// 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters other than space (`^[!-~]{1,200}$`,
@@ -639,88 +557,6 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-fn domain_problem(error: DomainError) -> Problem {
-    let detail = error.to_string();
-    let problem = match error {
-        DomainError::EmptyOrder => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "empty-order",
-            "An order needs at least one line",
-        ),
-        DomainError::TooManyLines => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "too-many-lines",
-            "The order has too many lines",
-        ),
-        DomainError::QuantityTooLarge => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "quantity-too-large",
-            "A line would hold too many units",
-        ),
-        DomainError::AlreadyPlaced => Problem::new(
-            StatusCode::CONFLICT,
-            "order-exists",
-            "The order already exists",
-        ),
-        DomainError::NotPlaced => order_not_found(),
-        DomainError::NotPending(_) => Problem::new(
-            StatusCode::CONFLICT,
-            "order-not-pending",
-            "The order is no longer pending",
-        ),
-        DomainError::NotEnoughToRemove { .. } => Problem::new(
-            StatusCode::CONFLICT,
-            "not-enough-to-remove",
-            "The order holds fewer units of the product than asked to remove",
-        ),
-        DomainError::WouldBeEmpty => Problem::new(
-            StatusCode::CONFLICT,
-            "order-would-be-empty",
-            "Removing every unit would leave the order empty",
-        ),
-        DomainError::TooManyChanges => Problem::new(
-            StatusCode::CONFLICT,
-            "too-many-changes",
-            "The order accepts no more changes",
-        ),
-    };
-    problem.detail(detail)
-}
-
-/// The one place a command error becomes a problem.
-fn command_problem(error: CommandError) -> Problem {
-    match error {
-        CommandError::Domain(e) => domain_problem(e),
-        // Another customer's order is answered exactly like an unknown one.
-        CommandError::NotOwner => order_not_found(),
-        CommandError::Contended | CommandError::Conflict(_) => Problem::new(
-            StatusCode::CONFLICT,
-            "concurrent-modification",
-            "The order was changed concurrently; retry",
-        ),
-        CommandError::KeyReused => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "The Idempotency-Key was already used for a different request",
-        ),
-        CommandError::Database(e) if is_unavailable(&e) => {
-            tracing::warn!(error = %e, "database unavailable");
-            Problem::unavailable("the order store is unavailable")
-        }
-        e => {
-            tracing::error!(error = ?e, "command failed");
-            Problem::internal()
-        }
-    }
-}
-
-fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
 }
 
 // --- OpenAPI ----------------------------------------------------------------------------------
@@ -749,98 +585,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     tags((name = "orders", description = "Placing, changing and reading orders"))
 )]
 struct ApiDoc;
-
-/// The shapes `OrderView`, `ItemView` and `EventView` serialise to, for the document only: the
-/// views hold domain types whose wire form (money as decimal strings) is spelled out here. The
-/// gateway's OpenAPI test compares them with real responses.
-pub mod doc {
-    use utoipa::ToSchema;
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct Order {
-        #[schema(format = Uuid)]
-        order_id: String,
-        #[schema(format = Uuid)]
-        customer_id: String,
-        status: OrderStatus,
-        /// Set once the order failed.
-        failure_reason: Option<FailureReason>,
-        items: Vec<Item>,
-        /// Σ quantity × unitPrice, a decimal string with two places.
-        #[schema(example = "25.00")]
-        total: String,
-        /// The number of events in the order's stream.
-        version: u32,
-        #[schema(format = DateTime)]
-        created_at: String,
-        #[schema(format = DateTime)]
-        updated_at: String,
-    }
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct Item {
-        product_id: i64,
-        quantity: i64,
-        #[schema(example = "12.50")]
-        unit_price: String,
-    }
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct Event {
-        version: i32,
-        /// `OrderPlaced`, `ItemAdded`, `OrderCompleted`, …
-        #[schema(rename = "type")]
-        event_type: String,
-        /// The event's payload.
-        data: serde_json::Value,
-        #[schema(format = DateTime)]
-        recorded_at: String,
-    }
-
-    /// 409 `price-changed`: a problem document naming the product and its current price.
-    #[derive(ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    #[allow(dead_code)]
-    pub struct PriceChanged {
-        /// `urn:shop:problem:price-changed` (other 409s carry their own type and no extension
-        /// members).
-        #[schema(rename = "type")]
-        kind: String,
-        title: String,
-        status: u16,
-        detail: Option<String>,
-        /// The product whose price changed.
-        product_id: Option<i64>,
-        /// Its current price, a decimal string with two places.
-        #[schema(example = "45.00")]
-        current_price: Option<String>,
-    }
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "snake_case")]
-    #[allow(dead_code)]
-    pub enum OrderStatus {
-        Pending,
-        Completed,
-        Failed,
-    }
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "snake_case")]
-    #[allow(dead_code)]
-    pub enum FailureReason {
-        OutOfStock,
-        UnknownProduct,
-        PaymentDeclined,
-        TimedOut,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -156,10 +156,10 @@ impl PlaceOrderRequest {
             },
         };
         if self.items.is_empty() {
-            return Err(super::domain_problem(DomainError::EmptyOrder));
+            return Err(super::errors::domain_problem(DomainError::EmptyOrder));
         }
         if self.items.len() > MAX_LINES {
-            return Err(super::domain_problem(DomainError::TooManyLines));
+            return Err(super::errors::domain_problem(DomainError::TooManyLines));
         }
         let lines: Vec<Option<RequestedLine>> = self
             .items

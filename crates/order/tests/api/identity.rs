@@ -330,4 +330,18 @@ async fn a_customers_orders_are_found_by_index() {
         .unwrap();
     assert!(plan.contains("events_orders_by_customer"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
+
+    // Everyone's orders (a viewer's list) walk the primary key backwards.
+    let everyone = order::listing::Filter {
+        customer: None,
+        ..filter
+    };
+    let plan = order::listing::explain(&mut *conn, &everyone, 101)
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("Index Scan Backward using events_stream_version"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan"), "{plan}");
 }

@@ -8,7 +8,7 @@ use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Command, DomainError, Event, Order, OrderId};
+use crate::domain::{Command, CustomerId, DomainError, Event, Order, OrderId};
 use crate::event_store::{
     self, AppendError, EventMetadata, NewEvent, RecordedEvent, Saga, StreamAppend,
 };
@@ -25,6 +25,10 @@ pub struct Context {
     pub causation_id: Option<Uuid>,
     pub traceparent: Option<String>,
     pub now: DateTime<Utc>,
+    /// The customer asking, when a customer asks: the command then applies only to an order of
+    /// that customer, and another's is [`CommandError::NotOwner`] (answered like an unknown
+    /// order). `None` for the saga and the deadline, which act for the system.
+    pub customer: Option<CustomerId>,
 }
 
 impl Context {
@@ -35,7 +39,14 @@ impl Context {
             causation_id: None,
             traceparent,
             now: Utc::now(),
+            customer: None,
         }
+    }
+
+    /// The same context, for a command `customer` asks for.
+    pub fn acting_for(mut self, customer: CustomerId) -> Self {
+        self.customer = Some(customer);
+        self
     }
 }
 
@@ -47,6 +58,8 @@ pub enum CommandError {
     Contended,
     #[error("the idempotency key was used for a different request")]
     KeyReused,
+    #[error("the order is another customer's")]
+    NotOwner,
     #[error(transparent)]
     Conflict(AppendError),
     #[error(transparent)]
@@ -109,6 +122,12 @@ async fn decide_and_append(
     context: &Context,
 ) -> Result<Executed, CommandError> {
     let order = view::fold(&stream)?.unwrap_or_default();
+    if let Some(customer) = context.customer
+        && order.exists()
+        && order.customer_id != customer
+    {
+        return Err(CommandError::NotOwner);
+    }
     let decision = decide(order_id, &order, command, context)?;
     if decision.events.is_empty() {
         return Ok(Executed {

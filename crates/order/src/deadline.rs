@@ -121,6 +121,7 @@ pub async fn time_out_due(
             causation_id: None,
             traceparent: stream.first().and_then(|e| e.metadata.traceparent.clone()),
             now: Utc::now(),
+            customer: None,
         };
         match commands::decide(OrderId(order_id), &order, Command::TimeOut, &context) {
             Ok(decision) if !decision.events.is_empty() => {

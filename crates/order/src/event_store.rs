@@ -281,7 +281,7 @@ pub async fn append_many(
 /// global position and transaction id.
 type Assigned = (Uuid, i32, DateTime<Utc>, i64, i64);
 
-const COLUMNS: &str = "stream_id, version, event_type, schema_version, payload, metadata, \
+pub(crate) const COLUMNS: &str = "stream_id, version, event_type, schema_version, payload, metadata, \
                        recorded_at, global_position, transaction_id::text::int8 AS transaction_id";
 
 /// One stream, in version order; empty if the stream does not exist.
@@ -351,4 +351,19 @@ pub async fn read_all(
     .bind(limit)
     .fetch_all(executor)
     .await
+}
+
+/// The customer of an order: the `customerId` of its first event (`OrderPlaced`); `None` for a
+/// stream that does not exist.
+pub async fn customer_of(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let customer: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT payload->>'customerId' FROM events WHERE stream_id = $1 AND version = 1",
+    )
+    .bind(stream_id)
+    .fetch_optional(executor)
+    .await?;
+    Ok(customer.flatten().and_then(|c| Uuid::parse_str(&c).ok()))
 }

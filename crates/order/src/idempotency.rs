@@ -1,33 +1,43 @@
-//! `Idempotency-Key` for placing orders: the key is stored in the transaction that places the
-//! order, so a retry finds that order, and two concurrent requests with one key place one order
-//! (the second insert waits on the first's key and then sees it).
+//! `Idempotency-Key` for placing orders. Keys are the customer's own: unique per
+//! `(customer, key)`, so two customers never share or learn of each other's keys. The key is
+//! stored in the transaction that places the order, so a retry finds that order, and two
+//! concurrent requests with one key place one order (the second insert waits on the first's key
+//! and then sees it).
+//!
+//! A key remembers the request as the customer sent it (products, quantities and the prices
+//! they stated, if any), not as it was priced: a retry after a price change is still the same
+//! request and returns the order placed at the old price.
 
 use sqlx::PgPool;
 
 use crate::commands::{self, CommandError, Context, Executed};
-use crate::domain::{Command, OrderId};
+use crate::domain::{Command, CustomerId, OrderId};
 
+/// Places `command` once for `(customer, key)`; `request` is the request's fingerprint.
 pub async fn place_once(
     pool: &PgPool,
-    key: String,
+    customer: CustomerId,
+    key: &str,
+    request: &serde_json::Value,
     order_id: OrderId,
     command: Command,
     context: &Context,
 ) -> Result<Executed, CommandError> {
-    let request = fingerprint(&command);
     // Two rounds suffice: either our insert wins, or a concurrent one committed and we read it.
     for _ in 0..2 {
-        if let Some(existing) = find(pool, &key, &request).await? {
+        if let Some(existing) = find(pool, customer, key, request).await? {
             return Ok(existing);
         }
         let mut tx = pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (key, order_id, request) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idempotency_keys (customer_id, key, order_id, request)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (customer_id, key) DO NOTHING",
         )
-        .bind(&key)
+        .bind(customer.0)
+        .bind(key)
         .bind(order_id.0)
-        .bind(&request)
+        .bind(request)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -42,17 +52,21 @@ pub async fn place_once(
     Err(CommandError::Contended)
 }
 
-/// The order a key already placed, if the request matches the one stored with it.
-async fn find(
+/// The order `(customer, key)` already placed, if the request matches the one stored with it;
+/// [`CommandError::KeyReused`] if it does not.
+pub async fn find(
     pool: &PgPool,
+    customer: CustomerId,
     key: &str,
     request: &serde_json::Value,
 ) -> Result<Option<Executed>, CommandError> {
-    let row: Option<(uuid::Uuid, serde_json::Value)> =
-        sqlx::query_as("SELECT order_id, request FROM idempotency_keys WHERE key = $1")
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(uuid::Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT order_id, request FROM idempotency_keys WHERE customer_id = $1 AND key = $2",
+    )
+    .bind(customer.0)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
     let Some((order_id, stored)) = row else {
         return Ok(None);
     };
@@ -67,14 +81,4 @@ async fn find(
         order,
         appended: 0,
     }))
-}
-
-/// The parsed request, so `"12.5"` and `"12.50"` count as the same request.
-fn fingerprint(command: &Command) -> serde_json::Value {
-    match command {
-        Command::Place { customer_id, lines } => {
-            serde_json::json!({ "customerId": customer_id, "lines": lines })
-        }
-        _ => serde_json::Value::Null,
-    }
 }

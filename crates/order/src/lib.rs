@@ -5,17 +5,24 @@
 //! - [`domain`]: the aggregate and its rules (pure);
 //! - [`event_store`]: append/load/read-all over PostgreSQL;
 //! - [`commands`]: load → decide → append + outbox, in one transaction, with retries on conflict;
+//! - [`consumer`]: the consumer's handler: saga replies to [`saga`], catalog changes to
+//!   [`catalog`];
 //! - [`saga`]: stock and payment replies → commands;
+//! - [`catalog`]: the local replica of the catalog (stock's), which prices every line;
 //! - [`deadline`]: fails the orders whose saga outlived the deadline (`timed_out`);
 //! - [`messages`]: which integration message each event publishes;
+//! - [`listing`]: pages of orders for `GET /api/orders`;
 //! - [`http`]: the `/api/orders` routes.
 
+pub mod catalog;
 pub mod commands;
+pub mod consumer;
 pub mod deadline;
 pub mod domain;
 pub mod event_store;
 pub mod http;
 mod idempotency;
+pub mod listing;
 pub mod messages;
 pub mod saga;
 pub mod view;
@@ -27,15 +34,18 @@ use platform::supervise::Part;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-/// The service's own tables (events, idempotency keys, open sagas); outbox and inbox come from
-/// `messaging`.
+/// The service's own tables (events, idempotency keys, open sagas, catalog replica); outbox and
+/// inbox come from `messaging`.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The consumer name (inbox key and, prefixed, the Kafka group).
 pub const CONSUMER: &str = "order";
 
 /// The service as a process of the system: its database, routes and saga consumer.
-pub fn definition(database: &str, port: u16) -> messaging::service::Definition<saga::SagaHandler> {
+pub fn definition(
+    database: &str,
+    port: u16,
+) -> messaging::service::Definition<consumer::OrderHandler> {
     messaging::service::Definition {
         database: database.to_owned(),
         migrations: &MIGRATIONS,
@@ -44,9 +54,13 @@ pub fn definition(database: &str, port: u16) -> messaging::service::Definition<s
         relay: messaging::RelayConfig::default(),
         consumer: messaging::consumer::ConsumerConfig::new(
             CONSUMER,
-            &[contracts::topics::STOCK, contracts::topics::PAYMENTS],
+            &[
+                contracts::topics::STOCK,
+                contracts::topics::PAYMENTS,
+                contracts::topics::CATALOG,
+            ],
         ),
-        handler: saga::SagaHandler,
+        handler: consumer::OrderHandler,
     }
 }
 
@@ -58,7 +72,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The order service as a process: the service of [`definition`] (HTTP, relay, saga consumer)
 /// and the saga deadline beside it, under one shutdown.
 pub struct Component {
-    service: Service<saga::SagaHandler>,
+    service: Service<consumer::OrderHandler>,
     deadlines: deadline::Deadlines,
 }
 
@@ -66,7 +80,7 @@ impl Component {
     /// Builds the service (see `messaging::service::Service::build`) and its deadline keeper.
     pub async fn build(
         settings: &Settings,
-        definition: Definition<saga::SagaHandler>,
+        definition: Definition<consumer::OrderHandler>,
         deadline: deadline::DeadlineConfig,
     ) -> anyhow::Result<Self> {
         let service = Service::build(settings, definition).await?;

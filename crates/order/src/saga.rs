@@ -71,7 +71,7 @@ fn handler_error(e: CommandError) -> HandlerError {
         // command is decided again against the new state.
         CommandError::Conflict(e) => HandlerError::Transient(Box::new(e)),
         CommandError::Database(e) => e.into(),
-        e @ (CommandError::Domain(_) | CommandError::Corrupt(_)) => {
+        e @ (CommandError::Domain(_) | CommandError::Corrupt(_) | CommandError::NotOwner) => {
             HandlerError::Permanent(e.to_string())
         }
         e @ (CommandError::Contended | CommandError::KeyReused) => {
@@ -143,6 +143,7 @@ impl Handler for SagaHandler {
                 causation_id: Some(traced.message.metadata.message_id),
                 traceparent: traced.message.metadata.traceparent.clone(),
                 now: chrono::Utc::now(),
+                customer: None,
             };
             let decision = commands::decide(OrderId(order_id), &state.order, command, &context)
                 .map_err(handler_error)?;

@@ -26,8 +26,8 @@ pub struct OrderId(pub Uuid);
 #[serde(transparent)]
 pub struct CustomerId(pub Uuid);
 
-/// A product id. Which products exist is the stock service's knowledge, not the order's: an
-/// unknown product is accepted here and fails the saga with `unknown_product`.
+/// A product id. Which products exist is the catalog's knowledge, not the domain's: the HTTP
+/// edge prices lines from the catalog replica and refuses a product it does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ProductId(i64);

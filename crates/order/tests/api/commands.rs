@@ -92,6 +92,7 @@ async fn concurrent_changes_to_one_order_are_all_applied_without_gaps() {
     let order = app.place_ok(json!([item(1, 1, "1.00")])).await;
     let id = order["orderId"].as_str().unwrap().to_owned();
 
+    app.offer(4, "1.00").await;
     let adds = (0..12).map(|i| {
         let app = &app;
         let id = id.clone();

@@ -9,10 +9,16 @@ use test_support::TestDatabase;
 /// Its relay polls only every two minutes, so a message published within a test was published
 /// because its writer rang the relay. Its saga deadline is the default (60 s) unless a test
 /// asks for another: no test waits that long.
+///
+/// Requests go as `customer` (a fresh customer per app, `auth` its `Authorization` value)
+/// unless a method takes another `Authorization`. The catalog replica starts with products 1, 2
+/// and 3 at 1.00; [`TestApp::offer`] reprices one.
 pub struct TestApp {
     pub address: String,
     pub db: TestDatabase,
     pub client: reqwest::Client,
+    pub customer: uuid::Uuid,
+    pub auth: String,
     _stop: platform::shutdown::Trigger,
 }
 
@@ -23,20 +29,50 @@ impl TestApp {
 
     /// A service whose sagas time out after `deadline`, polled every 100 ms.
     pub async fn spawn_with_deadline(deadline: Duration) -> anyhow::Result<Self> {
+        Self::spawn_with(test_support::isolated_settings(), deadline).await
+    }
+
+    /// A service with these settings (a test that publishes to its topics knows their prefix).
+    pub async fn spawn_with(
+        settings: platform::Settings,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
-        let settings = test_support::isolated_settings();
         let mut definition = order::definition(&db.name, 0);
         definition.relay.poll_interval = Duration::from_secs(120);
         let app = order::Component::build(&settings, definition, deadline_config(deadline)).await?;
         let address = format!("http://{}", app.address()?);
         let (trigger, shutdown) = platform::shutdown::channel();
         tokio::spawn(app.run(shutdown));
-        Ok(Self {
+        let (customer, auth) = test_support::customer();
+        let app = Self {
             address,
             db,
             client: test_support::http_client(),
+            customer,
+            auth,
             _stop: trigger,
-        })
+        };
+        for product in 1..=3 {
+            app.offer(product, "1.00").await;
+        }
+        Ok(app)
+    }
+
+    /// Sets the replica's price of `product` (a newer version of it), as if the catalog had
+    /// published the change.
+    pub async fn offer(&self, product: i64, price: &str) {
+        sqlx::query(
+            "INSERT INTO catalog (product_id, name, unit_price, version)
+             VALUES ($1, 'Product ' || $1, $2::numeric, 1)
+             ON CONFLICT (product_id) DO UPDATE
+                SET unit_price = EXCLUDED.unit_price, version = catalog.version + 1",
+        )
+        .bind(product)
+        .bind(price)
+        .execute(&self.db.pool)
+        .await
+        .expect("seeding the catalog replica");
     }
 
     /// Stops the service (its HTTP server, relay, consumer and deadline) and hands back its
@@ -68,18 +104,20 @@ impl TestApp {
     }
 
     pub async fn place(&self, body: &Value) -> Response {
-        self.client
-            .post(format!("{}/api/orders", self.address))
-            .json(body)
-            .send()
-            .await
-            .expect("POST /api/orders")
+        self.place_as(&self.auth, body, None).await
     }
 
     pub async fn place_with_key(&self, body: &Value, key: &str) -> Response {
-        self.client
-            .post(format!("{}/api/orders", self.address))
-            .header("Idempotency-Key", key)
+        self.place_as(&self.auth, body, Some(key)).await
+    }
+
+    /// `POST /api/orders` with `auth` as `Authorization` (none if empty).
+    pub async fn place_as(&self, auth: &str, body: &Value, key: Option<&str>) -> Response {
+        let mut request = self.client.post(format!("{}/api/orders", self.address));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        authorized(request, auth)
             .json(body)
             .send()
             .await
@@ -89,6 +127,7 @@ impl TestApp {
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
         self.client
             .post(format!("{}{path}", self.address))
+            .header("authorization", &self.auth)
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -97,33 +136,35 @@ impl TestApp {
     }
 
     pub async fn get_order(&self, id: &str) -> Response {
-        self.client
-            .get(format!("{}/api/orders/{id}", self.address))
-            .send()
-            .await
-            .expect("GET /api/orders/{id}")
+        self.get(&format!("/api/orders/{id}")).await
     }
 
     /// `GET` of a path on this service (a list page, a `Link` target).
     pub async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(format!("{}{path}", self.address))
+        self.get_as(&self.auth, path).await
+    }
+
+    /// `GET` of a path with `auth` as `Authorization` (none if empty).
+    pub async fn get_as(&self, auth: &str, path: &str) -> Response {
+        authorized(self.client.get(format!("{}{path}", self.address)), auth)
             .send()
             .await
             .expect("GET")
     }
 
     pub async fn get_events(&self, id: &str) -> Response {
-        self.client
-            .get(format!("{}/api/orders/{id}/events", self.address))
-            .send()
-            .await
-            .expect("GET /api/orders/{id}/events")
+        self.get(&format!("/api/orders/{id}/events")).await
     }
 
     pub async fn add_item(&self, id: &str, item: &Value) -> Response {
-        self.client
-            .post(format!("{}/api/orders/{id}/items", self.address))
+        self.add_item_as(&self.auth, id, item).await
+    }
+
+    pub async fn add_item_as(&self, auth: &str, id: &str, item: &Value) -> Response {
+        let request = self
+            .client
+            .post(format!("{}/api/orders/{id}/items", self.address));
+        authorized(request, auth)
             .json(item)
             .send()
             .await
@@ -131,20 +172,45 @@ impl TestApp {
     }
 
     pub async fn remove_item(&self, id: &str, product: &str, quantity: Option<i64>) -> Response {
+        self.remove_item_as(&self.auth, id, product, quantity).await
+    }
+
+    pub async fn remove_item_as(
+        &self,
+        auth: &str,
+        id: &str,
+        product: &str,
+        quantity: Option<i64>,
+    ) -> Response {
         let mut url = format!("{}/api/orders/{id}/items/{product}", self.address);
         if let Some(q) = quantity {
             url.push_str(&format!("?quantity={q}"));
         }
-        self.client.delete(url).send().await.expect("DELETE item")
+        authorized(self.client.delete(url), auth)
+            .send()
+            .await
+            .expect("DELETE item")
     }
 
-    /// Places a valid order and returns its JSON.
+    /// Places a valid order as the app's customer and returns its JSON.
     pub async fn place_ok(&self, items: Value) -> Value {
-        let response = self
-            .place(&json!({ "customerId": uuid::Uuid::new_v4(), "items": items }))
-            .await;
+        self.place_ok_as(&self.auth, items).await
+    }
+
+    /// Places a valid order with `auth` and returns its JSON.
+    pub async fn place_ok_as(&self, auth: &str, items: Value) -> Value {
+        let response = self.place_as(auth, &json!({ "items": items }), None).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.expect("order JSON")
+    }
+}
+
+/// `request` with `Authorization: auth`, or without one when `auth` is empty.
+fn authorized(request: reqwest::RequestBuilder, auth: &str) -> reqwest::RequestBuilder {
+    if auth.is_empty() {
+        request
+    } else {
+        request.header("authorization", auth)
     }
 }
 

@@ -5,10 +5,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod catalog;
 mod commands;
 mod deadline;
 mod event_store;
 mod helpers;
+mod identity;
+mod migrations;
 mod orders;
 mod pages;
 mod saga;

@@ -8,10 +8,11 @@ use crate::helpers::{TestApp, item};
 #[tokio::test]
 async fn placing_an_order_returns_it_pending_with_its_location() {
     let app = TestApp::spawn().await.unwrap();
-    let customer = uuid::Uuid::new_v4();
+    app.offer(1, "12.50").await;
+    app.offer(2, "0.99").await;
+    let customer = app.customer;
     let response = app
         .place(&json!({
-            "customerId": customer,
             "items": [item(1, 2, "12.50"), { "productId": 2, "quantity": 1, "unitPrice": 0.99 }]
         }))
         .await;
@@ -46,6 +47,8 @@ async fn placing_an_order_returns_it_pending_with_its_location() {
 #[tokio::test]
 async fn adding_and_removing_items_while_pending_changes_the_order() {
     let app = TestApp::spawn().await.unwrap();
+    app.offer(1, "10.00").await;
+    app.offer(3, "2.50").await;
     let order = app.place_ok(json!([item(1, 2, "10.00")])).await;
     let id = order["orderId"].as_str().unwrap();
 
@@ -73,6 +76,7 @@ async fn adding_and_removing_items_while_pending_changes_the_order() {
 #[tokio::test]
 async fn the_event_history_lists_every_event_in_version_order() {
     let app = TestApp::spawn().await.unwrap();
+    app.offer(1, "5.00").await;
     let order = app.place_ok(json!([item(1, 1, "5.00")])).await;
     let id = order["orderId"].as_str().unwrap();
     app.add_item(id, &item(2, 2, "1.00")).await;
@@ -94,7 +98,8 @@ async fn the_event_history_lists_every_event_in_version_order() {
 #[tokio::test]
 async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     let app = TestApp::spawn().await.unwrap();
-    let body = json!({ "customerId": uuid::Uuid::new_v4(), "items": [item(1, 1, "3.00")] });
+    app.offer(1, "3.00").await;
+    let body = json!({ "customerId": app.customer, "items": [item(1, 1, "3.00")] });
 
     let first = app.place_with_key(&body, "key-1").await;
     assert_eq!(first.status(), StatusCode::CREATED);
@@ -130,6 +135,7 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
 #[tokio::test]
 async fn placing_writes_the_integration_message_to_the_outbox_with_its_headers() {
     let app = TestApp::spawn().await.unwrap();
+    app.offer(2, "4.00").await;
     let order = app.place_ok(json!([item(2, 3, "4.00")])).await;
     let id: uuid::Uuid = order["orderId"].as_str().unwrap().parse().unwrap();
 
@@ -155,6 +161,8 @@ async fn placing_writes_the_integration_message_to_the_outbox_with_its_headers()
 async fn every_command_that_appends_wakes_the_relay() {
     let app = TestApp::spawn().await.unwrap();
     let soon = std::time::Duration::from_secs(5);
+    app.offer(1, "2.00").await;
+    app.offer(2, "4.00").await;
     // The relay's first read may find the first order without a ring; after that it is idle.
     let order = app.place_ok(json!([item(2, 3, "4.00")])).await;
     let id = order["orderId"].as_str().unwrap();
@@ -172,10 +180,7 @@ async fn every_command_that_appends_wakes_the_relay() {
 
     let key = test_support::unique("key");
     let placed = app
-        .place_with_key(
-            &json!({ "customerId": uuid::Uuid::new_v4(), "items": [item(3, 1, "1.00")] }),
-            &key,
-        )
+        .place_with_key(&json!({ "items": [item(3, 1, "1.00")] }), &key)
         .await;
     assert_eq!(placed.status(), StatusCode::CREATED);
     app.published(4, soon).await.unwrap();

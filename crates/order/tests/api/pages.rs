@@ -9,6 +9,7 @@ use crate::helpers::{TestApp, assert_problem, item, next_link};
 
 /// Places an order and changes it until its history holds `events` events.
 async fn order_with_events(app: &TestApp, events: u32) -> String {
+    app.offer(2, "2.00").await;
     let order = app.place_ok(json!([item(1, 1, "1.00")])).await;
     let id = order["orderId"].as_str().unwrap().to_owned();
     for _ in 1..events {
@@ -53,6 +54,7 @@ async fn an_orders_history_is_read_page_by_page_each_event_once() {
     // An event appended while a client pages through is on a later page, not a repeat.
     let first = app.get(&format!("/api/orders/{id}/events?limit=4")).await;
     let next = next_link(&first).unwrap();
+    app.offer(3, "3.00").await;
     let added = app.add_item(&id, &item(3, 1, "3.00")).await;
     assert_eq!(added.status(), StatusCode::OK);
     assert_eq!(follow(&app, &next).await, [vec![5, 6, 7, 8]]);
@@ -99,6 +101,7 @@ async fn a_limit_out_of_range_or_a_foreign_cursor_is_refused() {
 #[tokio::test]
 async fn a_pending_order_refuses_changes_past_its_cap() {
     let app = TestApp::spawn().await.unwrap();
+    app.offer(2, "2.00").await;
     let order = app.place_ok(json!([item(1, 1, "1.00")])).await;
     let id = order["orderId"].as_str().unwrap();
     for n in 0..MAX_CHANGES {

@@ -90,6 +90,7 @@ pub(crate) async fn event_types(app: &TestApp, order_id: Uuid) -> Vec<String> {
 async fn a_batch_decides_each_message_against_the_order_as_the_messages_before_it_left_it() {
     let app = TestApp::spawn().await.unwrap();
     let (paid, refused, changed) = (place(&app).await, place(&app).await, place(&app).await);
+    app.offer(2, "2.00").await;
     let add = app
         .add_item(&changed.to_string(), &item(2, 1, "2.00"))
         .await;

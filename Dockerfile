@@ -47,6 +47,7 @@ COPY --chmod=0755 infra/containers/healthcheck /usr/local/bin/shop-healthcheck
 # hadolint ignore=DL3064
 ENV SHOP_AUTH__PUBLIC_KEY_FILE=/etc/shop/auth/public.pem \
     SHOP_AUTH__PRIVATE_KEY_FILE=/etc/shop/auth/private.pem
+# Any relative path in the settings resolves in a directory the non-root user may write in.
 WORKDIR /tmp
 # Numeric, so a runtime that enforces "run as non-root" can check it without /etc/passwd.
 USER 10001:10001

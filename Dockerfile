@@ -1,12 +1,12 @@
 # syntax=docker/dockerfile:1
 #
 # The `shop` binary in a small image; one image for every component:
-#   docker run shop order | stock | payment | projections | gateway | token ROLE
+#   docker run shop:local order | stock | payment | projections | gateway | token ROLE
 # compose.yaml runs the whole system with it (README, "Running on Docker").
 #
 # librdkafka is built from source by rdkafka-sys and linked statically (rdkafka has no
-# `dynamic-linking` feature here), sqlx, mongodb and reqwest use rustls: the binary needs only
-# glibc, libgcc_s and, for a JWKS fetched over HTTPS, the CA certificates.
+# `dynamic-linking` feature here) and all TLS is rustls: the binary needs only glibc, libgcc_s
+# (ldd of a release build) and, for a JWKS fetched over HTTPS, the CA certificates.
 
 # The toolchain `./dev` builds and tests with (rustc 1.95.0; the workspace's MSRV is 1.85 for
 # edition 2024). Build and runtime stages share the Debian release, so glibc matches.

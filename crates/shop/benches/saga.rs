@@ -19,7 +19,8 @@
 //! removed when it is done with; `BENCH_KEEP=1` keeps them, to inspect.
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
-//! raised, so that every order completes and the run measures the happy path. The search and
+//! raised, so that every order completes and the run measures the happy path. Orders are placed
+//! as 1024 customers in turn, with bearer tokens made before the run, at the catalog's prices. The search and
 //! each latency phase run on a fresh stack (new databases and topics).
 
 #[path = "../tests/common/mod.rs"]
@@ -55,18 +56,32 @@ fn orders_url(stack: &Stack) -> String {
     }
 }
 
+/// The catalog's seed prices (SYSTEM.md §2): a client states the price it showed.
+const PRICES: [&str; 3] = ["45.00", "20.00", "450.00"];
+
+/// Bearer tokens of the customers orders are placed for, made before any phase so that the
+/// load generator spends no signing time on the machine it measures.
+fn customers() -> &'static [String] {
+    static TOKENS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TOKENS.get_or_init(|| (0..1024).map(|_| Stack::customer(Uuid::new_v4())).collect())
+}
+
 /// Places one order. `Ok(false)`: the system turned it away as overloaded (a 5xx, e.g. 503
 /// when the order service waited too long for a database connection); anything else unexpected
 /// is an error.
-async fn place(stack: &Stack, customer: Uuid, n: u64) -> anyhow::Result<bool> {
+async fn place(stack: &Stack, n: u64) -> anyhow::Result<bool> {
+    let (a, b) = ((n % 3) as usize, ((n + 1) % 3) as usize);
     let items = json!([
-        { "productId": 1 + (n % 3) as i64, "quantity": 1, "unitPrice": "19.99" },
-        { "productId": 1 + ((n + 1) % 3) as i64, "quantity": 2, "unitPrice": "5.00" }
+        { "productId": 1 + a, "quantity": 1, "unitPrice": PRICES[a] },
+        { "productId": 1 + b, "quantity": 2, "unitPrice": PRICES[b] }
     ]);
+    let tokens = customers();
+    let token = &tokens[(n % tokens.len() as u64) as usize];
     let response = stack
         .client
         .post(orders_url(stack))
-        .json(&json!({ "customerId": customer, "items": items }))
+        .header("authorization", token)
+        .json(&json!({ "items": items }))
         .send()
         .await?;
     let status = response.status();
@@ -130,7 +145,7 @@ async fn open_loop(stack: &Arc<Stack>, rate: f64, seconds: f64) -> anyhow::Resul
     for n in 0..total {
         tokio::time::sleep_until(began + interval * n as u32).await;
         let stack = stack.clone();
-        tasks.spawn(async move { place(&stack, Uuid::new_v4(), n).await });
+        tasks.spawn(async move { place(&stack, n).await });
     }
     let mut refused = 0;
     while let Some(done) = tasks.join_next().await {
@@ -400,6 +415,7 @@ async fn fresh_stack() -> anyhow::Result<(Arc<Stack>, PgPool)> {
 async fn main() -> anyhow::Result<()> {
     let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
     let ramp: f64 = env_or("BENCH_RAMP", 3.0);
+    customers();
     let (stack, orders) = fresh_stack().await?;
     let header = || {
         println!(

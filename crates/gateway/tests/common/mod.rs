@@ -59,6 +59,19 @@ impl Shop {
             tokio::spawn(stock.run(shutdown.clone())),
             tokio::spawn(payment.run(shutdown)),
         ];
+        // Stock publishes the seeded catalog; orders are priced once the order service's
+        // replica holds it.
+        eventually(Duration::from_secs(30), "the catalog replica", || {
+            let pool = order_pool.clone();
+            async move {
+                let known: i64 = sqlx::query_scalar("SELECT count(*) FROM catalog")
+                    .fetch_one(&pool)
+                    .await?;
+                Ok((known >= 3).then_some(()))
+            }
+        })
+        .await
+        .unwrap();
         Shop {
             settings,
             order: order_addr,
@@ -73,14 +86,16 @@ impl Shop {
         }
     }
 
-    /// Places an order of `quantity` units of product 1 at 1.00; returns its id.
+    /// Places an order of `quantity` units of product 1 (45.00) for a new customer; returns
+    /// its id.
     pub async fn place(&self, quantity: i64, traceparent: Option<&str>) -> Uuid {
+        let (_, customer) = test_support::customer();
         let mut request = self
             .client
             .post(format!("http://{}/api/orders", self.order))
+            .header("authorization", customer)
             .json(&json!({
-                "customerId": Uuid::new_v4(),
-                "items": [{"productId": 1, "quantity": quantity, "unitPrice": "1.00"}],
+                "items": [{"productId": 1, "quantity": quantity}],
             }));
         if let Some(tp) = traceparent {
             request = request.header("traceparent", tp);
@@ -94,6 +109,7 @@ impl Shop {
     pub async fn order_json(&self, id: Uuid) -> Value {
         self.client
             .get(format!("http://{}/api/orders/{id}", self.order))
+            .header("authorization", test_support::operator())
             .send()
             .await
             .unwrap()

@@ -33,7 +33,7 @@ use axum::routing::{delete, get, post};
 use messaging::Doorbell;
 use platform::auth::{Identity, Role};
 use platform::http::{FieldError, Json, Problem, Query};
-use platform::pagination::PageQuery;
+use platform::pagination::{UuidPageQuery, VersionPageQuery};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -260,7 +260,7 @@ fn created(executed: &Executed) -> Result<Response, ApiError> {
     summary = "List orders, newest first",
     description = "A customer lists their own orders; a viewer lists everyone's, filtered by `customerId` and `status` if given. Paginated: follow `Link: rel=\"next\"` until it is absent. Each item is the order as `GET /api/orders/{orderId}` shows it.",
     security(("bearer" = [])),
-    params(ListFilters, PageQuery),
+    params(ListFilters, UuidPageQuery),
     responses(
         (status = 200, description = "At most `limit` orders, newest first", body = Vec<doc::Order>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
@@ -275,7 +275,7 @@ async fn list_orders(
     State(state): State<AppState>,
     identity: Identity,
     Query(filters): Query<ListFilters>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<UuidPageQuery>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let reader = Reader::of(&identity)?;
@@ -351,7 +351,7 @@ async fn get_order(
     summary = "An order's event history",
     description = "Its customer or a viewer; another customer's order is 404, like an unknown one. Paginated by version: follow `Link: rel=\"next\"` until it is absent.",
     security(("bearer" = [])),
-    params(("orderId" = Uuid, Path, description = "The order"), PageQuery),
+    params(("orderId" = Uuid, Path, description = "The order"), VersionPageQuery),
     responses(
         (status = 200, description = "Its events in version order, at most `limit`", body = Vec<doc::Event>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
@@ -367,7 +367,7 @@ async fn get_events(
     State(state): State<AppState>,
     identity: Identity,
     Path(order_id): Path<String>,
-    Query(query): Query<PageQuery>,
+    Query(query): Query<VersionPageQuery>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let reader = Reader::of(&identity)?;

@@ -182,7 +182,7 @@ pub struct RemoveQuery {
     pub quantity: Option<i64>,
 }
 
-/// The filters of `GET /api/orders` (pagination is `PageQuery`, beside it).
+/// The filters of `GET /api/orders` (pagination is `UuidPageQuery`, beside it).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query, rename_all = "camelCase")]

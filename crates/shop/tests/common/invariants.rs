@@ -16,6 +16,8 @@ pub struct Snapshot {
     pub orders: Vec<Value>,
     pub stock: Vec<(i64, (i64, i64))>,
     pub payments: Vec<Value>,
+    /// Units operators added (I1: available = seeded + restocked − sold).
+    pub restocked: Vec<(i64, i64)>,
 }
 
 pub async fn snapshot(stack: &Stack, order_ids: &[String]) -> Snapshot {
@@ -25,10 +27,19 @@ pub async fn snapshot(stack: &Stack, order_ids: &[String]) -> Snapshot {
     }
     let mut stock: Vec<_> = stack.stock().await.into_iter().collect();
     stock.sort();
+    let mut restocked: Vec<_> = stack
+        .restocked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, q)| (*p, *q))
+        .collect();
+    restocked.sort();
     Snapshot {
         orders,
         stock,
         payments: stack.payments().await,
+        restocked,
     }
 }
 
@@ -102,10 +113,15 @@ pub fn check(snapshot: &Snapshot) {
             "product {product}: nothing stays reserved once sagas settle"
         );
         let sold = sold.get(&product).copied().unwrap_or(0);
+        let restocked = snapshot
+            .restocked
+            .iter()
+            .find(|(p, _)| *p == product)
+            .map_or(0, |(_, q)| *q);
         assert_eq!(
             available,
-            seeded - sold,
-            "I1: product {product}: available = seeded − sold"
+            seeded + restocked - sold,
+            "I1: product {product}: available = seeded + restocked − sold"
         );
     }
 }

@@ -20,6 +20,10 @@ pub struct Stack {
     databases: HashMap<&'static str, String>,
     children: HashMap<&'static str, Child>,
     settings: platform::Settings,
+    /// `Authorization` of an operator, for reads across customers.
+    operator: String,
+    /// Units each product was restocked with through [`Stack::restock`] (I1 counts them).
+    pub restocked: Mutex<HashMap<i64, i64>>,
 }
 
 /// A port nothing listens on and no other stack of this test process was given. Stacks start
@@ -110,11 +114,41 @@ impl Stack {
             databases,
             children: HashMap::new(),
             settings,
+            operator: test_support::operator(),
+            restocked: Mutex::new(HashMap::new()),
         };
         for component in components {
             stack.spawn(component).await;
         }
+        if components.contains(&"order") && components.contains(&"stock") {
+            stack.catalog_replicated().await;
+        }
         stack
+    }
+
+    /// Waits until the order service prices from the whole seeded catalog: stock publishes it
+    /// when it first starts, and the order service's replica takes one relay and one consumer
+    /// hop to learn it (an order placed before that is refused with 422 unknown-product).
+    pub async fn catalog_replicated(&self) {
+        let order = self.pool("order").await;
+        eventually(
+            Duration::from_secs(30),
+            "the order service's catalog replica to hold the seeded products",
+            || {
+                let order = order.clone();
+                async move {
+                    let known: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM catalog WHERE product_id IN (1, 2, 3)",
+                    )
+                    .fetch_one(&order)
+                    .await?;
+                    Ok((known == 3).then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        order.close().await;
     }
 
     /// Stops every component, then deletes the stack's topics and drops its databases, so that
@@ -229,21 +263,117 @@ impl Stack {
             .unwrap()
     }
 
+    /// `Authorization` for `customer`: a token whose subject is that customer.
+    pub fn customer(customer: uuid::Uuid) -> String {
+        format!(
+            "Bearer {}",
+            test_support::token(customer, &[platform::auth::Role::Customer])
+        )
+    }
+
+    /// `POST /api/orders` as `customer`, priced by the catalog; asserts 201.
     pub async fn place(&self, customer: uuid::Uuid, items: Value) -> Value {
         let response = self
             .client
             .post(self.api("/api/orders"))
-            .json(&json!({ "customerId": customer, "items": items }))
+            .header("authorization", Self::customer(customer))
+            .json(&json!({ "items": items }))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.unwrap()
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// `POST /api/orders/{id}/items` as `customer` (the owner): the response, whatever it is.
+    pub async fn add(&self, customer: uuid::Uuid, id: &str, item: Value) -> reqwest::Response {
+        self.client
+            .post(self.api(&format!("/api/orders/{id}/items")))
+            .header("authorization", Self::customer(customer))
+            .json(&item)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /api/orders/{id}/items/{product}?quantity=N` as `customer` (the owner).
+    pub async fn remove_item(
+        &self,
+        customer: uuid::Uuid,
+        id: &str,
+        product: i64,
+        quantity: i64,
+    ) -> reqwest::Response {
+        self.client
+            .delete(self.api(&format!(
+                "/api/orders/{id}/items/{product}?quantity={quantity}"
+            )))
+            .header("authorization", Self::customer(customer))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An operator request (`ops`, which reads everything a viewer reads).
+    pub fn as_operator(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.header("authorization", &self.operator)
+    }
+
+    /// `PUT /api/products/{product}` as an operator, then waits until the order service prices
+    /// with it (its catalog replica has caught up).
+    pub async fn reprice(&self, product: i64, name: &str, price: &str) {
+        let response = self
+            .as_operator(
+                self.client
+                    .put(self.api(&format!("/api/products/{product}"))),
+            )
+            .json(&json!({ "name": name, "unitPrice": price }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let order = self.pool("order").await;
+        let price: rust_decimal::Decimal = price.parse().unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the order service's catalog to have the price",
+            || {
+                let order = order.clone();
+                async move {
+                    let current: Option<rust_decimal::Decimal> =
+                        sqlx::query_scalar("SELECT unit_price FROM catalog WHERE product_id = $1")
+                            .bind(product)
+                            .fetch_optional(&order)
+                            .await?;
+                    Ok((current == Some(price)).then_some(()))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        order.close().await;
+    }
+
+    /// `POST /api/products/{product}/restock` as an operator; asserts success and counts the
+    /// units for I1.
+    pub async fn restock(&self, product: i64, quantity: i64) {
+        let response = self
+            .as_operator(
+                self.client
+                    .post(self.api(&format!("/api/products/{product}/restock"))),
+            )
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        *self.restocked.lock().unwrap().entry(product).or_default() += quantity;
     }
 
     pub async fn order(&self, id: &str) -> Value {
-        self.client
-            .get(self.api(&format!("/api/orders/{id}")))
+        self.as_operator(self.client.get(self.api(&format!("/api/orders/{id}"))))
             .send()
             .await
             .unwrap()
@@ -297,7 +427,11 @@ impl Stack {
         let mut all = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(path) = next.take() {
-            let response = self.client.get(self.api(&path)).send().await.unwrap();
+            let response = self
+                .as_operator(self.client.get(self.api(&path)))
+                .send()
+                .await
+                .unwrap();
             let status = response.status();
             next = response
                 .headers()
@@ -322,6 +456,12 @@ impl Drop for Stack {
     }
 }
 
-pub fn item(product: i64, quantity: i64, price: &str) -> Value {
+/// A line as a client asks for it: the catalog prices it.
+pub fn item(product: i64, quantity: i64) -> Value {
+    json!({ "productId": product, "quantity": quantity })
+}
+
+/// A line as an order shows it, with the price it was placed at.
+pub fn line(product: i64, quantity: i64, price: &str) -> Value {
     json!({ "productId": product, "quantity": quantity, "unitPrice": price })
 }

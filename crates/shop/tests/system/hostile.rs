@@ -226,7 +226,7 @@ async fn orders_on_both_partitions(stack: &Stack) -> Vec<String> {
     let mut partitions = BTreeSet::new();
     while partitions.len() < 2 {
         assert!(ids.len() < 40, "40 orders all landed on one partition");
-        let order = stack.place(customer, json!([item(1, 1, "45.00")])).await;
+        let order = stack.place(customer, json!([item(1, 1)])).await;
         let id = order["orderId"].as_str().unwrap().to_owned();
         let records = test_support::kafka::read_until(&settings, &topic, WITHIN, |records| {
             records.iter().any(|r| r.key.as_deref() == Some(&id))
@@ -255,9 +255,7 @@ async fn hostile_messages_are_parked_and_every_other_order_goes_on() {
 
     let mut orders = orders_on_both_partitions(&stack).await;
     // An order that failed (out of stock), for the late messages below.
-    let failed = stack
-        .place(Uuid::new_v4(), json!([item(3, 26, "450.00")]))
-        .await;
+    let failed = stack.place(Uuid::new_v4(), json!([item(3, 26)])).await;
     let failed_id = failed["orderId"].as_str().unwrap().to_owned();
     let failed = stack.settled(&failed_id, WITHIN).await;
     assert_eq!(failed["failureReason"], "out_of_stock");

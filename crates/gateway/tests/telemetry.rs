@@ -153,6 +153,7 @@ async fn metric_families_exist_and_move_when_orders_flow() {
             "http://{}/api/orders/{too_many}/events",
             shop.order
         ))
+        .header("authorization", test_support::operator())
         .send()
         .await
         .unwrap()

@@ -39,7 +39,7 @@ pub struct PageQuery {
 /// every value the OpenAPI document allows is one the list can read (an outside fuzzer sends
 /// any string the pattern admits). Each converts into a [`PageQuery`].
 macro_rules! page_query {
-    ($(#[$doc:meta])* $name:ident, $pattern:literal, $example:literal) => {
+    ($(#[$doc:meta])* $name:ident, $pattern:literal, $example:literal, $shape:path) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
         #[into_params(parameter_in = Query)]
@@ -53,8 +53,11 @@ macro_rules! page_query {
         }
 
         impl $name {
-            /// See [`PageQuery::page`].
+            /// See [`PageQuery::page`]; an `after` of another shape than the pattern is a 400.
             pub fn page(self) -> Result<Page, Problem> {
+                if self.after.as_deref().is_some_and(|after| !$shape(after)) {
+                    return Err(not_a_cursor());
+                }
                 PageQuery {
                     limit: self.limit,
                     after: self.after,
@@ -69,27 +72,73 @@ page_query!(
     /// A list keyed by a positive integer id below 10^18 (products, audit entries).
     IdPageQuery,
     r"^[1-9][0-9]{0,17}$",
-    "42"
+    "42",
+    shape::id
 );
 page_query!(
     /// A list keyed by a version, from 1 to 999,999,999 (an order's events).
     VersionPageQuery,
     r"^[1-9][0-9]{0,8}$",
-    "3"
+    "3",
+    shape::version
 );
 page_query!(
     /// A list keyed by a UUID in its hyphenated lower-case form (orders).
     UuidPageQuery,
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-    "0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d"
+    "0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d",
+    shape::uuid
 );
 page_query!(
     /// A list keyed by a time in microseconds since 1970 (up to the year 2286) and a UUID in
     /// its simple form, joined by a dot (payments).
     TimeIdPageQuery,
     r"^[0-9]{1,16}\.[0-9a-f]{32}$",
-    "1733533200123456.0192f0c17d2e7b3a9c4d5e6f7a8b9c0d"
+    "1733533200123456.0192f0c17d2e7b3a9c4d5e6f7a8b9c0d",
+    shape::time_id
 );
+
+/// The shapes of the patterns above, checked by hand: what the document admits is exactly what
+/// the server takes.
+mod shape {
+    fn digits(text: &str, min: usize, max: usize) -> bool {
+        (min..=max).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    fn lower_hex(text: &str, len: usize) -> bool {
+        text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+
+    /// `^[1-9][0-9]{0,17}$`
+    pub(super) fn id(text: &str) -> bool {
+        digits(text, 1, 18) && !text.starts_with('0')
+    }
+
+    /// `^[1-9][0-9]{0,8}$`
+    pub(super) fn version(text: &str) -> bool {
+        digits(text, 1, 9) && !text.starts_with('0')
+    }
+
+    /// `^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`
+    pub(super) fn uuid(text: &str) -> bool {
+        let parts: Vec<&str> = text.split('-').collect();
+        parts.len() == 5
+            && parts
+                .iter()
+                .zip([8, 4, 4, 4, 12])
+                .all(|(part, len)| lower_hex(part, len))
+    }
+
+    /// `^[0-9]{1,16}\.[0-9a-f]{32}$`
+    pub(super) fn time_id(text: &str) -> bool {
+        text.split_once('.')
+            .is_some_and(|(micros, id)| digits(micros, 1, 16) && lower_hex(id, 32))
+    }
+}
+
+fn not_a_cursor() -> Problem {
+    Problem::bad_request("`after` is not a cursor of this list; follow the Link header")
+}
 
 /// A validated page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,9 +185,7 @@ impl Page {
     pub fn cursor<T>(&self, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>, Problem> {
         match &self.after {
             None => Ok(None),
-            Some(raw) => parse(raw).map(Some).ok_or_else(|| {
-                Problem::bad_request("`after` is not a cursor of this list; follow the Link header")
-            }),
+            Some(raw) => parse(raw).map(Some).ok_or_else(not_a_cursor),
         }
     }
 
@@ -220,11 +267,32 @@ mod tests {
     }
 
     #[test]
-    fn the_largest_cursors_the_patterns_admit_still_parse() {
-        // `IdPageQuery`: 18 digits; `VersionPageQuery`: 9 digits (Schemathesis checks the rest:
-        // every value a pattern admits must be accepted).
+    fn a_cursor_has_exactly_the_shape_its_pattern_documents() {
+        assert!(shape::id("1") && shape::id("999999999999999999"));
+        assert!(!shape::id("0") && !shape::id("01") && !shape::id("-1") && !shape::id(""));
+        assert!(!shape::id("1000000000000000000") && !shape::id("1a"));
+        assert!(shape::version("999999999") && !shape::version("1000000000"));
+        assert!(shape::uuid("0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d"));
+        assert!(!shape::uuid("0192F0C1-7D2E-7B3A-9C4D-5E6F7A8B9C0D"));
+        assert!(!shape::uuid("0192f0c17d2e7b3a9c4d5e6f7a8b9c0d"));
+        assert!(shape::time_id(
+            "1733533200123456.0192f0c17d2e7b3a9c4d5e6f7a8b9c0d"
+        ));
+        assert!(!shape::time_id(
+            "17335332001234567.0192f0c17d2e7b3a9c4d5e6f7a8b9c0d"
+        ));
+        assert!(!shape::time_id("1733.0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d"));
+        // The largest values the shapes admit still parse as the lists read them.
         assert!("999999999999999999".parse::<i64>().is_ok());
         assert!("999999999".parse::<i32>().is_ok());
+        let refused = IdPageQuery {
+            limit: None,
+            after: Some("0".to_owned()),
+        }
+        .page()
+        .err()
+        .map(|p| p.status);
+        assert_eq!(refused, Some(StatusCode::BAD_REQUEST));
     }
 
     #[test]

@@ -151,8 +151,9 @@ pub fn command_problem(error: CommandError) -> Problem {
             "concurrent-modification",
             "The order was changed concurrently; retry",
         ),
+        // The key's first request stands; this one conflicts with it (the body is fine).
         CommandError::KeyReused => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "idempotency-key-reused",
             "The Idempotency-Key was already used for a different request",
         ),

@@ -179,7 +179,7 @@ async fn price(
     request_body = PlaceOrderRequest,
     params(
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = r"^[!-~]{1,200}$",
-            description = "Makes retries of this request return the first order: 1 to 200 visible ASCII characters, no spaces. Keys are scoped to the customer; the same key with a different request is 422 `idempotency-key-reused`."),
+            description = "Makes retries of this request return the first order: 1 to 200 visible ASCII characters, no spaces. Keys are scoped to the customer; the same key with a different request is 409 `idempotency-key-reused`."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue"),
     ),
     responses(
@@ -188,10 +188,10 @@ async fn price(
         (status = 400, description = "Malformed JSON, wrong types or a malformed `Idempotency-Key`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "Not a customer, or `customerId` names another customer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "`price-changed`: a stated `unitPrice` is not the current price", body = doc::PriceChanged, content_type = "application/problem+json"),
+        (status = 409, description = "`price-changed`: a stated `unitPrice` is not the current price; `idempotency-key-reused`: the key was used for a different request", body = doc::PriceChanged, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A rule of the order is broken, a product is not in the catalog (`unknown-product`), or the `Idempotency-Key` was used for a different request", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A rule of the order is broken, or a product is not in the catalog (`unknown-product`)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

@@ -237,7 +237,7 @@ async fn a_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
-async fn an_idempotency_key_reused_for_another_request_is_422() {
+async fn an_idempotency_key_reused_for_another_request_is_409() {
     let app = TestApp::spawn().await.unwrap();
     let first = order_with(json!([item(1, 1, "1.00")]));
     let second = order_with(json!([item(1, 2, "1.00")]));
@@ -246,10 +246,5 @@ async fn an_idempotency_key_reused_for_another_request_is_422() {
         StatusCode::CREATED
     );
     let response = app.place_with_key(&second, "k").await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-    )
-    .await;
+    assert_problem(response, StatusCode::CONFLICT, "idempotency-key-reused").await;
 }

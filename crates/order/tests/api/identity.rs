@@ -164,12 +164,7 @@ async fn idempotency_keys_are_scoped_to_the_customer() {
     // The same key with a different request is still refused, per customer.
     let different = json!({ "items": [item(1, 2, "1.00")] });
     let response = app.place_as(&other, &different, Some("shared-key")).await;
-    assert_problem(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
-    )
-    .await;
+    assert_problem(response, StatusCode::CONFLICT, "idempotency-key-reused").await;
 
     // A retry after a price change is the same request: the first order, at the first price.
     app.offer(1, "3.00").await;

@@ -6,8 +6,16 @@
 //! Each change carries the whole product and a version that grows with every change of it: a
 //! change is applied only when its version is newer than the one held, so redeliveries, replays
 //! and a late older change leave the replica as it is.
+//!
+//! Placing reads prices through a [`PriceCache`]: a price read from the table less than
+//! [`FRESH`] ago is used again without a round trip, except where it would refuse the request
+//! (a stated price that differs, a product not found), which is decided on the table itself.
+//! So a price change reaches an order that states no price within the replica's lag plus
+//! [`FRESH`], and never makes a customer who stated the new price wait for the cache.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use contracts::catalog::ProductChanged;
 use rust_decimal::Decimal;
@@ -83,4 +91,52 @@ pub async fn prices(
             Some((ProductId::parse(id).ok()?, Price::from_decimal(price).ok()?))
         })
         .collect())
+}
+
+/// How long a price read from the replica is used again without reading it anew.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+/// Prices the order service read from its replica lately, by product; shared by the requests
+/// of one process. Holds only products the replica knows, so it is as large as the catalog at
+/// most.
+#[derive(Debug, Clone, Default)]
+pub struct PriceCache {
+    read: Arc<Mutex<HashMap<ProductId, (Price, Instant)>>>,
+}
+
+impl PriceCache {
+    /// The prices of `products`: from the cache where read less than [`FRESH`] ago, the rest
+    /// from the table in one statement (all of them when `from_table`). A product missing from
+    /// the answer is not in the catalog.
+    pub async fn prices(
+        &self,
+        executor: impl PgExecutor<'_>,
+        products: &[ProductId],
+        from_table: bool,
+    ) -> Result<HashMap<ProductId, Price>, sqlx::Error> {
+        let mut found = HashMap::with_capacity(products.len());
+        let mut missing = Vec::new();
+        {
+            let read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+            for product in products {
+                match read.get(product) {
+                    Some((price, at)) if !from_table && at.elapsed() < FRESH => {
+                        found.insert(*product, *price);
+                    }
+                    _ => missing.push(*product),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let fetched = prices(executor, &missing).await?;
+        let now = Instant::now();
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        for (product, price) in fetched {
+            read.insert(product, (price, now));
+            found.insert(product, price);
+        }
+        Ok(found)
+    }
 }

@@ -24,6 +24,12 @@
 //! was sent), 403 for a role that may not, 503 when the issuer's keys cannot be had. Their
 //! details name what was wrong with the token, never a key, a URL or a library's message.
 //!
+//! A token that verified is remembered for a while ([`VERIFIED_FOR`], never past its `exp`), so
+//! a client that sends the same token with every request pays for the signature check once a
+//! minute rather than on every request. What is remembered is the whole token text, so any
+//! other token, tampered ones included, is checked in full; a key that leaves the issuer's set
+//! (or a set older than `jwks_max_age_seconds`) stops the tokens it signed at once.
+//!
 //! [`Signer`] makes tokens with the local private key, for `shop token` and tests.
 
 use std::collections::HashMap;
@@ -50,6 +56,10 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// An RSA key under 2048 bits is refused: 256 bytes are 342 characters of unpadded base64url.
 const MIN_RSA_MODULUS_CHARS: usize = 342;
+/// How long a verified token is taken at its word again without checking its signature.
+pub const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// The most verified tokens remembered; past it the memory starts over.
+const MAX_VERIFIED: usize = 10_000;
 
 /// What a token may do (§8). `ops` implies `viewer`; neither implies `customer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -318,6 +328,16 @@ struct Inner {
     validations: Vec<(Algorithm, Validation)>,
     role_claim: Vec<String>,
     keys: Keys,
+    /// Tokens that verified: until when each may be taken at its word (see the module docs).
+    verified: std::sync::Mutex<HashMap<String, Remembered>>,
+}
+
+/// A token that verified: who it proves, until when that is taken at its word, and the key that
+/// signed it (withdrawn from the issuer's set, it stops the token at once).
+struct Remembered {
+    identity: Identity,
+    until: Instant,
+    kid: String,
 }
 
 enum Keys {
@@ -360,16 +380,79 @@ impl Verifier {
                 algorithms,
                 role_claim: settings.role_claim.split('.').map(str::to_owned).collect(),
                 keys,
+                verified: std::sync::Mutex::default(),
             }),
         })
     }
 
     /// The identity a token proves, or why it proves none.
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let inner = &*self.inner;
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
+        if let Some(identity) = self.remembered(token) {
+            return Ok(identity);
+        }
+        let (identity, expires, kid) = self.check(token).await?;
+        self.remember(token, &identity, expires, kid);
+        Ok(identity)
+    }
+
+    /// A token verified lately, while its key is still in the current set.
+    fn remembered(&self, token: &str) -> Option<Identity> {
+        let (identity, kid) = {
+            let verified = self
+                .inner
+                .verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let remembered = verified.get(token)?;
+            if Instant::now() >= remembered.until {
+                return None;
+            }
+            (remembered.identity.clone(), remembered.kid.clone())
+        };
+        let known = match &self.inner.keys {
+            Keys::Fixed(keys) => keys.contains_key(&kid),
+            Keys::Jwks(jwks) => jwks.holds(&kid),
+        };
+        known.then_some(identity)
+    }
+
+    /// Remembers a verified token until `expires` (its `exp`), for [`VERIFIED_FOR`] at most.
+    fn remember(&self, token: &str, identity: &Identity, expires: SystemTime, kid: String) {
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(VERIFIED_FOR);
+        let mut verified = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.len() >= MAX_VERIFIED {
+            let now = Instant::now();
+            verified.retain(|_, remembered| remembered.until > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        if let Some(until) = Instant::now().checked_add(left) {
+            let identity = identity.clone();
+            verified.insert(
+                token.to_owned(),
+                Remembered {
+                    identity,
+                    until,
+                    kid,
+                },
+            );
+        }
+    }
+
+    /// The full check of a token: its identity, its `exp` and the `kid` of its key.
+    async fn check(&self, token: &str) -> Result<(Identity, SystemTime, String), AuthError> {
+        let inner = &*self.inner;
         // The algorithm is read before jsonwebtoken parses the header, which refuses names it
         // does not know ("none") as malformed JSON: here they are named as what they are.
         let algorithm = header_algorithm(token)?;
@@ -412,11 +495,22 @@ impl Verifier {
             Err(_) if !roles.contains(Role::Customer) => Uuid::nil(),
             Err(_) => return Err(AuthError::Subject),
         };
-        Ok(Identity {
-            subject,
-            roles,
-            name,
-        })
+        // `exp` is required and was checked, so it is there; a token without a readable one
+        // is not remembered (it expires now).
+        let expires = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|exp| UNIX_EPOCH.checked_add(Duration::from_secs(exp)))
+            .unwrap_or(UNIX_EPOCH);
+        Ok((
+            Identity {
+                subject,
+                roles,
+                name,
+            },
+            expires,
+            kid.to_owned(),
+        ))
     }
 
     /// The identity of a request's `Authorization: Bearer` header.
@@ -678,6 +772,15 @@ impl Jwks {
                 cached.ok_or_else(|| self.missing())
             }
         }
+    }
+
+    /// Whether `kid` is in a key set fetched less than `max_age` ago: a token it signed may be
+    /// taken at its word without asking the issuer again.
+    fn holds(&self, kid: &str) -> bool {
+        self.cache.read().is_ok_and(|cache| {
+            cache.keys.contains_key(kid)
+                && cache.fetched.is_some_and(|at| at.elapsed() < self.max_age)
+        })
     }
 
     /// No key for the kid: unknown when a set was fetched, else the set is unavailable.

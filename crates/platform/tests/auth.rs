@@ -119,6 +119,7 @@ async fn each_bad_token_is_refused_with_its_reason() {
     let subject = Uuid::new_v4();
     let a = ed_key("ed25519-a.pem");
     let valid = sign(Algorithm::EdDSA, "a", &claims(subject), &a);
+    // Verified, and so remembered: the variants below are other texts, checked in full.
     assert!(
         verifier.verify(&valid).await.is_ok(),
         "the baseline verifies"
@@ -409,6 +410,8 @@ async fn keys_rotate_through_the_issuers_key_set() {
         .await
         .expect("key B verifies after a refetch");
     assert_eq!(identity.subject, subject);
+    // Token A verified (and was remembered) before the rotation: its key left the set, so it
+    // is checked again, and refused.
     assert_eq!(
         verifier.verify(&token_a).await,
         Err(AuthError::UnknownKey),

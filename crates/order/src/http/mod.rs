@@ -52,6 +52,7 @@ use requests::{RequestedLine, field, invalid};
 pub struct AppState {
     pub pool: PgPool,
     pub doorbell: Doorbell,
+    pub prices: catalog::PriceCache,
 }
 
 impl AppState {
@@ -64,7 +65,11 @@ impl AppState {
 }
 
 pub fn routes(pool: PgPool, doorbell: Doorbell) -> Router {
-    let state = AppState { pool, doorbell };
+    let state = AppState {
+        pool,
+        doorbell,
+        prices: catalog::PriceCache::default(),
+    };
     Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{order_id}", get(get_order))
@@ -119,14 +124,23 @@ fn acting_customer(identity: &Identity) -> Result<CustomerId, ApiError> {
 /// products it does not know, 409 `price-changed` for the first stated price that is not the
 /// current one. `field_of(i)` names line `i`'s field prefix in a 422.
 async fn price(
-    pool: &PgPool,
+    state: &AppState,
     requested: &[RequestedLine],
     field_of: impl Fn(usize) -> String,
 ) -> Result<Vec<Line>, ApiError> {
     let products: Vec<ProductId> = requested.iter().map(|l| l.product_id).collect();
-    let current: HashMap<ProductId, Price> = catalog::prices(pool, &products)
-        .await
-        .map_err(|e| command_problem(e.into()))?;
+    let read = |from_table| state.prices.prices(&state.pool, &products, from_table);
+    let mut current: HashMap<ProductId, Price> =
+        read(false).await.map_err(|e| command_problem(e.into()))?;
+    // A refusal is decided on the replica itself, never on a price the cache still holds.
+    let refused = requested.iter().any(|line| {
+        current
+            .get(&line.product_id)
+            .is_none_or(|price| line.unit_price.is_some_and(|stated| stated != *price))
+    });
+    if refused {
+        current = read(true).await.map_err(|e| command_problem(e.into()))?;
+    }
     let unknown: Vec<FieldError> = (requested.iter().enumerate())
         .filter(|(_, line)| !current.contains_key(&line.product_id))
         .map(|(i, line)| FieldError {
@@ -215,7 +229,7 @@ async fn place_order(
     {
         return created(&existing);
     }
-    let lines = price(&state.pool, &requested, |i| format!("items[{i}].")).await?;
+    let lines = price(&state, &requested, |i| format!("items[{i}].")).await?;
     let order_id = OrderId(Uuid::now_v7());
     let context = Context::external(order_id, traceparent(&headers)).acting_for(customer);
     let command = Command::Place {
@@ -425,7 +439,7 @@ async fn add_item(
     let order_id = parse_order_id(&order_id)?;
     let mut errors = Vec::new();
     let requested = item.parse("", &mut errors).ok_or_else(|| invalid(errors))?;
-    let line = price(&state.pool, &[requested], |_| String::new()).await?;
+    let line = price(&state, &[requested], |_| String::new()).await?;
     let Some(&line) = line.first() else {
         return Err(Problem::internal().into());
     };

@@ -50,11 +50,11 @@ async fn lines_are_priced_from_the_catalog_and_a_stale_stated_price_is_409() {
         (json!(2), json!("20.00"))
     );
 
-    // Repriced: placed lines keep their price, new lines take the new one.
+    // Repriced: placed lines keep their price, new lines take the new one. A customer who
+    // states the new price gets it at once (a refusal is decided on the replica itself, never
+    // on the prices the service read a moment ago: `catalog::PriceCache`).
     app.offer(1, "50.00").await;
-    let added = app
-        .add_item(id, &json!({ "productId": 1, "quantity": 1 }))
-        .await;
+    let added = app.add_item(id, &item(1, 1, "50.00")).await;
     assert_eq!(added.status(), StatusCode::OK);
     let order: Value = added.json().await.unwrap();
     assert_eq!(
@@ -226,9 +226,16 @@ async fn the_replica_follows_the_catalog_topic_newest_version_first_and_redelive
     until_known(&app, sentinel).await;
     assert_eq!(replica(&app, product).await, Some(("50.00".into(), 3)));
     let order = app
-        .place_ok(json!([{ "productId": product, "quantity": 2 }]))
+        .place_ok(json!([{ "productId": product, "quantity": 2, "unitPrice": "50.00" }]))
         .await;
     assert_eq!(order["items"], json!([item(product, 2, "50.00")]));
+    // One that states no price pays the new one once the prices read before it are older
+    // than `catalog::FRESH`.
+    tokio::time::sleep(order::catalog::FRESH).await;
+    let unstated = app
+        .place_ok(json!([{ "productId": product, "quantity": 1 }]))
+        .await;
+    assert_eq!(unstated["total"], "50.00");
     let stale = app
         .place(&json!({ "items": [item(product, 1, "40.00")] }))
         .await;

@@ -17,6 +17,24 @@ pub struct Settings {
     pub payment: PaymentSettings,
     pub auth: AuthSettings,
     pub saga: SagaSettings,
+    pub console: ConsoleSettings,
+}
+
+/// The operator console (`console` crate), served by the gateway.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsoleSettings {
+    /// The `Host` values the console answers besides the gateway's own address and
+    /// `localhost`/`127.0.0.1` on its port, comma-separated (`shop.example.com`). Any other
+    /// `Host` is refused, so a page of another site cannot reach the console through a DNS name
+    /// it rebinds to this address.
+    pub hosts: String,
+    /// How long a login lasts.
+    pub session_minutes: u32,
+    /// Mark the session cookie `Secure` (sent over HTTPS only): set it when a TLS proxy is in
+    /// front of the gateway.
+    pub secure_cookie: bool,
+    /// How long a pending order may wait before the console lists it as stuck.
+    pub stuck_after_seconds: u32,
 }
 
 /// The order service's watch over its sagas.
@@ -91,6 +109,8 @@ pub struct Databases {
     pub order: String,
     pub stock: String,
     pub payment: String,
+    /// The console's own: its sessions, the dead letters' resolutions and its audit trail.
+    pub console: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +207,7 @@ min_connections = 16
 order = "shop_order"
 stock = "shop_stock"
 payment = "shop_payment"
+console = "shop_console"
 
 [kafka]
 brokers = "127.0.0.1:9092"
@@ -239,6 +260,12 @@ jwks_max_age_seconds = 3600
 [saga]
 deadline_seconds = 60
 deadline_poll_millis = 1000
+
+[console]
+hosts = ""
+session_minutes = 480
+secure_cookie = false
+stuck_after_seconds = 5
 "#;
 
 impl Settings {

@@ -55,12 +55,13 @@ impl Upstreams {
     }
 
     /// The component that owns `path`, by the first segments of the path: the order service
-    /// its orders, the stock service its stock, the catalog (`/api/products`) and the audit
-    /// trail of operator actions (`/api/ops`), the payment service its payments and the
-    /// projections the reports.
+    /// its orders and its sagas (`/api/ops/orders`), the stock service its stock, the catalog
+    /// (`/api/products`) and the audit trail of catalog actions (`/api/ops/audit`), the payment
+    /// service its payments and the projections the reports. The console's own `/api/ops`
+    /// routes are answered in this process and never get here.
     fn owner(&self, path: &str) -> Option<&str> {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-        if under("/api/orders") {
+        if under("/api/orders") || under("/api/ops/orders") {
             Some(&self.order)
         } else if under("/api/stock") || under("/api/products") || under("/api/ops") {
             Some(&self.stock)

@@ -42,6 +42,7 @@ pub fn document() -> OpenApi {
     merge_service(&mut doc, order::http::openapi());
     merge_service(&mut doc, stock::http::openapi());
     merge_service(&mut doc, payment::http::openapi());
+    merge_service(&mut doc, console::Console::openapi());
     doc
 }
 

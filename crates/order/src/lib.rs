@@ -25,6 +25,7 @@ mod idempotency;
 pub mod listing;
 pub mod messages;
 pub mod saga;
+pub mod stuck;
 pub mod view;
 
 use messaging::service::{Definition, Service};

@@ -21,6 +21,7 @@
 
 pub mod doc;
 mod errors;
+pub mod ops;
 mod requests;
 
 use std::collections::HashMap;
@@ -73,6 +74,7 @@ pub fn routes(pool: PgPool, doorbell: Doorbell) -> Router {
     Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{order_id}", get(get_order))
+        .route("/api/ops/orders/stuck", get(ops::list_stuck))
         .route("/api/orders/{order_id}/events", get(get_events))
         .route("/api/orders/{order_id}/items", post(add_item))
         .route(
@@ -583,7 +585,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(place_order, list_orders, get_order, get_events, add_item, remove_item),
+    paths(place_order, list_orders, get_order, get_events, add_item, remove_item, ops::list_stuck),
     components(schemas(
         PlaceOrderRequest,
         ItemRequest,
@@ -593,10 +595,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         doc::OrderStatus,
         doc::FailureReason,
         doc::PriceChanged,
+        crate::stuck::StuckOrder,
         platform::openapi::ProblemDoc,
         platform::openapi::FieldErrorDoc,
     )),
-    tags((name = "orders", description = "Placing, changing and reading orders"))
+    tags(
+        (name = "orders", description = "Placing, changing and reading orders"),
+        (name = "operations", description = "What operators read and do (viewer reads, ops acts)"),
+    )
 )]
 struct ApiDoc;
 

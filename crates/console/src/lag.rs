@@ -68,26 +68,26 @@ struct Inner {
 
 impl LagReader {
     pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
-        let config = |group: Option<&str>| {
+        let config = |group: &str| {
             let mut config = ClientConfig::new();
             config
                 .set("bootstrap.servers", &kafka.brokers)
+                .set("group.id", format!("{}{group}", kafka.topic_prefix))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false");
-            if let Some(group) = group {
-                config.set("group.id", format!("{}{group}", kafka.topic_prefix));
-            }
             config
         };
         let groups = GROUPS
             .iter()
-            .map(|(group, topics)| Ok((*group, *topics, config(Some(group)).create()?)))
+            .map(|(group, topics)| Ok((*group, *topics, config(group).create()?)))
             .collect::<Result<Vec<_>, rdkafka::error::KafkaError>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 prefix: kafka.topic_prefix.clone(),
                 groups,
-                reader: std::sync::Mutex::new(config(None).create()?),
+                // librdkafka wants a group for an assignment, though this client never joins
+                // it nor commits: a name of its own, shared by no consumer.
+                reader: std::sync::Mutex::new(config("console-lag-reader").create()?),
             }),
         })
     }

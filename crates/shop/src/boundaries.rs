@@ -9,7 +9,8 @@ use std::process::Command;
 /// Each workspace crate and the workspace crates its normal (non-dev) dependencies may name.
 /// Services (`order`, `stock`, `payment`) never depend on each other; the gateway names them
 /// only for their OpenAPI documents, the projections name `order` only for its event store.
-const ALLOWED: [(&str, &[&str]); 10] = [
+/// The console reads the system through its topics and the services' HTTP APIs only.
+const ALLOWED: [(&str, &[&str]); 11] = [
     ("contracts", &[]),
     ("platform", &[]),
     ("test-support", &["platform"]),
@@ -21,10 +22,15 @@ const ALLOWED: [(&str, &[&str]); 10] = [
         "projections",
         &["contracts", "messaging", "order", "platform"],
     ),
-    ("gateway", &["order", "payment", "platform", "stock"]),
+    ("console", &["contracts", "messaging", "platform"]),
+    (
+        "gateway",
+        &["console", "order", "payment", "platform", "stock"],
+    ),
     (
         "shop",
         &[
+            "console",
             "gateway",
             "messaging",
             "order",
@@ -165,4 +171,36 @@ fn the_gateway_takes_only_the_services_openapi_documents() {
             "the gateway uses more of {service} than its OpenAPI document: {reaches:#?}"
         );
     }
+}
+
+/// The console reads each consumer group's lag on the topics the group reads: its table must
+/// be the services' own subscriptions, or a lag would go unseen.
+#[test]
+fn the_console_watches_every_consumer_group_on_the_topics_it_reads() {
+    let settings = platform::Settings::load().unwrap_or_else(|e| panic!("{e}"));
+    let db = &settings.postgres.databases;
+    let mut services: BTreeMap<String, BTreeSet<String>> = [
+        order::definition(&db.order, 0).consumer,
+        stock::definition(&settings, &db.stock, 0).consumer,
+        payment::definition(&settings, &db.payment, 0).consumer,
+    ]
+    .into_iter()
+    .map(|c| (c.name, c.topics.into_iter().collect()))
+    .collect();
+    for store in [projections::REDIS_CONSUMER, projections::MONGO_CONSUMER] {
+        services.insert(
+            store.to_owned(),
+            [contracts::topics::ORDERS.to_owned()].into(),
+        );
+    }
+    let console: BTreeMap<String, BTreeSet<String>> = console::lag::GROUPS
+        .iter()
+        .map(|(group, topics)| {
+            (
+                (*group).to_owned(),
+                topics.iter().map(|t| (*t).to_owned()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(console, services);
 }

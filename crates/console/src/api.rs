@@ -69,6 +69,46 @@ pub(crate) async fn lag(State(console): State<Console>, identity: Identity) -> R
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/ops/orders/{orderId}/journey",
+    operation_id = "getOrderJourney",
+    tag = "operations",
+    summary = "An order's journey across the services",
+    description = "One timeline of what each service recorded for the order: its events, every message of the order on every topic (partition, offset, headers: message id, causation, traceparent), and when each service's consumer applied each message; the trace id; for a pending order, the hop it waits on. Messages are read from Kafka from the order's placement on, at most 200000 records per partition (`truncated` says when the read stopped early). A viewer or operator.",
+    security(("bearer" = [])),
+    params(("orderId" = uuid::Uuid, Path, description = "The order")),
+    responses(
+        (status = 200, description = "The journey", body = crate::journey::Journey),
+        (status = 400, description = "Not an order id", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such order: the order service does not know it and no topic holds a message of it", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn journey(
+    State(console): State<Console>,
+    identity: Identity,
+    headers: HeaderMap,
+    axum::extract::Path(order_id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(e) = identity.require(Role::Viewer) {
+        return e.into_response();
+    }
+    let Ok(order_id) = uuid::Uuid::try_parse(&order_id) else {
+        return Problem::bad_request("orderId must be a UUID").into_response();
+    };
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let journey = crate::journey::journey(&console, authorization, order_id).await;
+    if journey.order.is_none() && journey.steps.is_empty() {
+        return Problem::not_found("No such order").into_response();
+    }
+    Json(journey).into_response()
+}
+
 pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
     ApiDoc::openapi()
@@ -76,7 +116,7 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(overview, lag),
+    paths(overview, lag, journey),
     components(schemas(
         Overview,
         PartitionLag,
@@ -85,6 +125,10 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
         crate::overview::ReasonCount,
         crate::overview::OutboxBacklog,
         crate::overview::ReadModelLag,
+        crate::journey::Journey,
+        crate::journey::Step,
+        crate::journey::StepKind,
+        crate::journey::ReadModel,
         platform::openapi::ProblemDoc,
     )),
     tags((name = "operations", description = "What operators read and do (viewer reads, ops acts)"))

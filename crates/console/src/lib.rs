@@ -24,6 +24,7 @@
 mod api;
 mod assets;
 pub mod dead_letters;
+pub mod journey;
 pub mod lag;
 pub mod overview;
 mod pages;
@@ -191,6 +192,7 @@ impl Console {
             .route("/console/login", get(pages::login_form).post(pages::login))
             .route("/console/logout", post(pages::logout))
             .route("/console/orders", get(pages::orders))
+            .route("/console/orders/{order_id}", get(pages::journey))
             .route("/console/dead-letters", get(pages::dead_letters))
             .route("/console/dead-letters/{letter_id}", get(pages::dead_letter))
             .route("/console/dead-letters/redrive", post(pages::redrive))
@@ -203,6 +205,7 @@ impl Console {
         let api = axum::Router::new()
             .route("/api/ops/overview", get(api::overview))
             .route("/api/ops/lag", get(api::lag))
+            .route("/api/ops/orders/{order_id}/journey", get(api::journey))
             .with_state(self.clone())
             .merge(dead_letters::api(self.inner.dead_letters.clone()))
             .layer(axum::Extension(self.inner.verifier.clone()));

@@ -283,12 +283,11 @@ fn stuck_table(orders: &[Value], more: bool) -> Markup {
             p.ok { "No saga is stuck." }
         } @else {
             div.table-wrap { table {
-                thead { tr { th { "order" } th { "customer" } th { "placed" } th { "waiting on" } } }
+                thead { tr { th { "order" } th { "customer" } th { "placed" } } }
                 tbody { @for o in orders { tr {
-                    td { a href={ "/console/orders?orderId=" (text(o, "orderId")) } { code { (text(o, "orderId")) } } }
+                    td { a href={ "/console/orders/" (text(o, "orderId")) } { code { (text(o, "orderId")) } } }
                     td { code { (text(o, "customerId")) } }
-                    td { (age(text(o, "placedAt"))) }
-                    td.warn { (text(o, "waitingOn")) }
+                    td.warn { (age(text(o, "placedAt"))) }
                 } } }
             } }
             @if more { p.muted { "More are stuck: " a href="/console/orders" { "see every stuck saga" } } }
@@ -375,7 +374,7 @@ pub(crate) async fn orders(
                     div.table-wrap { table {
                         thead { tr { th { "order" } th { "customer" } th { "status" } th.num { "total" } th { "placed" } } }
                         tbody { @for o in found { tr {
-                            td { a href={ "/console/orders?orderId=" (text(o, "orderId")) } { code { (text(o, "orderId")) } } }
+                            td { a href={ "/console/orders/" (text(o, "orderId")) } { code { (text(o, "orderId")) } } }
                             td { code { (text(o, "customerId")) } }
                             td { (text(o, "status")) " " (text(o, "failureReason")) }
                             td.num { (text(o, "total")) }
@@ -420,7 +419,7 @@ async fn order_with_events(console: &Console, auth: &str, id: &str) -> Markup {
         @match order {
             Err(e) => { p.error { (e) } }
             Ok(order) => {
-                h2 { "Order " code { (text(&order, "orderId")) } }
+                h2 { "Order " code { (text(&order, "orderId")) } " · " a href={ "/console/orders/" (text(&order, "orderId")) } { "its journey" } }
                 div.cards {
                     div.card { div.label { "status" } div.value { (text(&order, "status")) } div.muted { (text(&order, "failureReason")) } }
                     div.card { div.label { "total" } div.value { (text(&order, "total")) } }
@@ -479,6 +478,83 @@ fn urlencode(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+// --- an order's journey ---------------------------------------------------------------------
+
+pub(crate) async fn journey(
+    State(console): State<Console>,
+    session: Session,
+    Path(order_id): Path<String>,
+) -> Response {
+    let Ok(order_id) = uuid::Uuid::try_parse(&order_id) else {
+        return error_page(Some(&session), StatusCode::NOT_FOUND, "No such order.");
+    };
+    let journey = crate::journey::journey(&console, &session.authorization(), order_id).await;
+    let subject = order_id.to_string();
+    let body = html! {
+        h1 { "Journey of order " code { (subject) } }
+        div #journey data-live { (journey_section(&journey)) }
+    };
+    page(layout(
+        Some(&session),
+        "orders",
+        "Journey",
+        Some(("journey", Some(&subject))),
+        body,
+    ))
+}
+
+/// The journey's timeline: the part of the page that updates live while the order is pending.
+pub(crate) fn journey_section(j: &crate::journey::Journey) -> Markup {
+    use crate::journey::StepKind;
+    let status = j
+        .order
+        .as_ref()
+        .and_then(|o| o.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    html! {
+        div.cards {
+            div.card { div.label { "status" } div.value { (status) } div.muted {
+                (j.order.as_ref().map(|o| text(o, "failureReason")).unwrap_or_default())
+            } }
+            div.card { div.label { "total" } div.value { (j.order.as_ref().map(|o| text(o, "total")).unwrap_or("–")) } }
+            div.card { div.label { "placed" } div { (j.placed_at.map_or_else(|| "–".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())) } }
+            div.card { div.label { "trace id" } div { code { (j.trace_id.as_deref().unwrap_or("–")) } } }
+        }
+        @if let Some(waiting) = &j.waiting_on { p.banner role="status" { "Waiting: " (waiting) } }
+        @for problem in &j.problems { p.error { "Could not read " (problem) } }
+        @if j.truncated { p.error { "The read of the topics stopped at its budget: later messages may be missing." } }
+        p {
+            @for r in &j.read_models {
+                span.ok[r.projected].warn[!r.projected] {
+                    (r.group) (if r.projected { ": projected" } else { ": not projected yet" })
+                } " "
+            }
+        }
+        div.table-wrap { table {
+            thead { tr { th { "time" } th { "what" } th { "by" } th { "where" } th { "ids" } } }
+            tbody { @for step in &j.steps { tr {
+                td { (step.at.format("%H:%M:%S%.3f")) }
+                td {
+                    @match step.kind {
+                        StepKind::Event => { "event " strong { (step.what) } }
+                        StepKind::Message => { "message " strong { (step.what) } }
+                        StepKind::Applied => { "applied " (step.what) }
+                    }
+                    @if let Some(detail) = &step.detail { details { summary { "details" } pre { (detail) } } }
+                }
+                td { (step.by) }
+                td { @if let (Some(t), Some(p), Some(o)) = (&step.topic, step.partition, step.offset) { code { (t) "/" (p) "/" (o) } } }
+                td.muted {
+                    @if let Some(id) = &step.message_id { "message " code { (id) } br; }
+                    @if let Some(id) = &step.causation_id { "caused by " code { (id) } }
+                }
+            } } }
+        } }
+        p.muted { "As of " (Utc::now().format("%H:%M:%S UTC")) }
+    }
 }
 
 // --- dead letters -----------------------------------------------------------------------------
@@ -945,73 +1021,110 @@ pub(crate) async fn audit(State(console): State<Console>, session: Session) -> R
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
     view: String,
+    subject: Option<String>,
 }
 
 /// Server-sent events of a live page: every couple of seconds, the new HTML of each of its
 /// live sections. Each open page has its own stream and its own previous reading, and nothing
-/// runs for a page nobody has open.
+/// runs for a page nobody has open. A stream ends with its session (logout, expiry), and a
+/// journey's once its order settled.
 pub(crate) async fn events(
     State(console): State<Console>,
     session: Session,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
-    let view = query.view;
-    let cookie = session::cookie(&headers, session::COOKIE).unwrap_or_default();
-    if !matches!(view.as_str(), "overview" | "orders") {
-        return error_page(Some(&session), StatusCode::NOT_FOUND, "No such live view.");
-    }
-    let state = (console, session, view, None::<overview::Readings>, true);
-    let stream =
-        futures::stream::unfold(state, move |(console, session, view, previous, first)| {
-            let cookie = cookie.clone();
-            async move {
-                if !first {
-                    tokio::time::sleep(LIVE_EVERY).await;
-                    // The session may have ended meanwhile (logout, expiry): the stream ends with it.
-                    if !session::alive(console.pool(), &cookie).await {
-                        return None;
-                    }
-                }
-                let auth = session.authorization();
-                let sections: Vec<(&str, Markup)> = match view.as_str() {
-                    "overview" => {
-                        let (figures, reading) =
-                            overview::overview(&console, &auth, previous.as_ref()).await;
-                        let events = vec![
-                            ("overview-figures", overview_figures(&figures)),
-                            (
-                                "overview-stuck",
-                                stuck_table(&figures.stuck, figures.more_stuck),
-                            ),
-                        ];
-                        return Some((
-                            sections_to_events(events),
-                            (console, session, view, Some(reading), false),
-                        ));
-                    }
-                    _ => {
-                        let older_than = console.settings().console.stuck_after_seconds;
-                        let stuck = console.stuck(&auth, older_than, 100).await;
-                        vec![(
-                            "stuck-list",
-                            match &stuck {
-                                Ok((orders, more)) => stuck_table(orders, *more),
-                                Err(e) => html! { p.error { (e) } },
-                            },
-                        )]
-                    }
-                };
-                Some((
-                    sections_to_events(sections),
-                    (console, session, view, previous, false),
-                ))
+    let view = match (query.view.as_str(), query.subject.as_deref()) {
+        ("overview", _) => Live::Overview,
+        ("orders", _) => Live::Orders,
+        ("journey", Some(subject)) => match uuid::Uuid::try_parse(subject) {
+            Ok(order_id) => Live::Journey(order_id),
+            Err(_) => return error_page(Some(&session), StatusCode::NOT_FOUND, "No such order."),
+        },
+        _ => return error_page(Some(&session), StatusCode::NOT_FOUND, "No such live view."),
+    };
+    let state = Stream {
+        console,
+        session,
+        cookie: session::cookie(&headers, session::COOKIE).unwrap_or_default(),
+        view,
+        previous: None,
+        first: true,
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        if !state.first {
+            tokio::time::sleep(LIVE_EVERY).await;
+            if !session::alive(state.console.pool(), &state.cookie).await {
+                return None;
             }
-        });
+        }
+        state.first = false;
+        let sections = state.next().await;
+        Some((sections_to_events(sections), state))
+    });
     let stream = futures::StreamExt::flat_map(stream, futures::stream::iter);
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Live {
+    Overview,
+    Orders,
+    Journey(uuid::Uuid),
+}
+
+/// One live page's stream.
+struct Stream {
+    console: Console,
+    session: Session,
+    cookie: String,
+    view: Live,
+    previous: Option<overview::Readings>,
+    first: bool,
+    done: bool,
+}
+
+impl Stream {
+    async fn next(&mut self) -> Vec<(&'static str, Markup)> {
+        let auth = self.session.authorization();
+        match self.view {
+            Live::Overview => {
+                let (figures, reading) =
+                    overview::overview(&self.console, &auth, self.previous.as_ref()).await;
+                self.previous = Some(reading);
+                vec![
+                    ("overview-figures", overview_figures(&figures)),
+                    (
+                        "overview-stuck",
+                        stuck_table(&figures.stuck, figures.more_stuck),
+                    ),
+                ]
+            }
+            Live::Orders => {
+                let older_than = self.console.settings().console.stuck_after_seconds;
+                let stuck = self.console.stuck(&auth, older_than, 100).await;
+                vec![(
+                    "stuck-list",
+                    match &stuck {
+                        Ok((orders, more)) => stuck_table(orders, *more),
+                        Err(e) => html! { p.error { (e) } },
+                    },
+                )]
+            }
+            Live::Journey(order_id) => {
+                let journey = crate::journey::journey(&self.console, &auth, order_id).await;
+                // A settled order's journey is complete: this is its last section.
+                self.done = journey.order.is_some() && journey.waiting_on.is_none();
+                vec![("journey", journey_section(&journey))]
+            }
+        }
+    }
 }
 
 fn sections_to_events(sections: Vec<(&str, Markup)>) -> Vec<Result<Event, Infallible>> {

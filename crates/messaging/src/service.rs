@@ -54,7 +54,15 @@ impl<H: Handler> Service<H> {
         // (`platform::auth`); the health route takes none.
         let verifier = platform::auth::Verifier::from_settings(&settings.auth)
             .context("loading the token verification keys")?;
+        let inbox = crate::ops::InboxState {
+            pool: pool.clone(),
+            consumer: definition.consumer.name.clone(),
+        };
         let routes = (definition.routes)(pool.clone(), relay.doorbell())
+            .route(
+                "/api/ops/inbox",
+                axum::routing::get(crate::ops::inbox).with_state(inbox),
+            )
             .layer(axum::Extension(verifier))
             .route(
                 "/health/ready",

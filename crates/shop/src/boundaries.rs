@@ -204,3 +204,74 @@ fn the_console_watches_every_consumer_group_on_the_topics_it_reads() {
         .collect();
     assert_eq!(console, services);
 }
+
+/// The console's journey expects an inbox row from each consumer for each message type, except
+/// those its handler ignores: its table must be the handlers' own `ignores`.
+#[test]
+fn the_console_knows_which_messages_each_consumer_ignores() {
+    use messaging::consumer::{Handler as _, IncomingMessage};
+    let message = |topic: &str, kind: &str| IncomingMessage {
+        topic: topic.to_owned(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        message_type: kind.to_owned(),
+        schema_version: 1,
+        payload: Vec::new(),
+        metadata: messaging::outbox::Metadata {
+            message_id: uuid::Uuid::nil(),
+            correlation_id: uuid::Uuid::nil(),
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+        },
+    };
+    use contracts::topics::{CATALOG, ORDERS, PAYMENTS, STOCK};
+    let types: [(&str, &[&str]); 4] = [
+        (
+            ORDERS,
+            &[
+                "OrderPlaced",
+                "OrderLinesChanged",
+                "OrderCompleted",
+                "OrderFailed",
+            ],
+        ),
+        (
+            STOCK,
+            &["StockReserved", "StockReservationFailed", "StockReleased"],
+        ),
+        (PAYMENTS, &["PaymentCaptured", "PaymentDeclined"]),
+        (CATALOG, &["ProductChanged"]),
+    ];
+    let settings = platform::Settings::load().unwrap_or_else(|e| panic!("{e}"));
+    let ignores = |consumer: &str, m: &IncomingMessage| match consumer {
+        "order" => order::consumer::OrderHandler.ignores(m),
+        "stock" => stock::handler::StockHandler.ignores(m),
+        "payment" => payment::handler::PaymentHandler {
+            starting_credit: settings.payment.starting_credit,
+        }
+        .ignores(m),
+        other => panic!("unknown consumer {other}"),
+    };
+    let mut ignored = Vec::new();
+    for (consumer, topics) in console::lag::GROUPS {
+        if consumer.starts_with("projections") {
+            continue;
+        }
+        for (topic, kinds) in types {
+            if !topics.contains(&topic) {
+                continue;
+            }
+            for kind in kinds {
+                if ignores(consumer, &message(topic, kind)) {
+                    ignored.push((*consumer, *kind));
+                }
+            }
+        }
+    }
+    ignored.sort_unstable();
+    let mut expected = console::journey::IGNORED.to_vec();
+    expected.sort_unstable();
+    assert_eq!(ignored, expected);
+}

@@ -11,7 +11,8 @@ use test_support::{eventually, unique};
 
 pub const COMPONENTS: [&str; 4] = ["order", "stock", "payment", "gateway"];
 
-/// One copy of the system: four `shop` processes with their own databases and topics.
+/// One copy of the system: four `shop` processes with their own databases and topics (the
+/// gateway's is the console's).
 pub struct Stack {
     pub prefix: String,
     pub client: reqwest::Client,
@@ -72,14 +73,18 @@ impl Stack {
                 format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
                 port.to_string(),
             ));
-            if component != "gateway" {
-                let database = format!("test_{id}_{component}");
-                env.push((
-                    format!("SHOP_POSTGRES__DATABASES__{}", component.to_uppercase()),
-                    database.clone(),
-                ));
-                databases.insert(component, database);
-            }
+            // The gateway's database is the console's.
+            let owner = if component == "gateway" {
+                "console"
+            } else {
+                component
+            };
+            let database = format!("test_{id}_{owner}");
+            env.push((
+                format!("SHOP_POSTGRES__DATABASES__{}", owner.to_uppercase()),
+                database.clone(),
+            ));
+            databases.insert(owner, database);
         }
         // The projections run only in the stacks that ask for them (`start_with`); they get a
         // port either way, for the gateway to route the reports to, and a Redis key prefix and

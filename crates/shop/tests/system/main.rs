@@ -7,6 +7,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod console;
 mod hostile;
 mod load;
 mod replay;

@@ -69,6 +69,10 @@ pub fn merge_service(system: &mut OpenApi, mut service: OpenApi) {
             }
         }
     }
+    // A tag two services both use (`operations`) is declared once: the first description wins.
+    if let (Some(tags), Some(theirs)) = (system.tags.as_ref(), service.tags.as_mut()) {
+        theirs.retain(|tag| !tags.iter().any(|known| known.name == tag.name));
+    }
     system.merge(service);
 }
 

@@ -39,6 +39,7 @@ fn layout(
     let nav = [
         ("overview", "/console", "Overview"),
         ("orders", "/console/orders", "Orders"),
+        ("catalog", "/console/catalog", "Catalog"),
         ("dead-letters", "/console/dead-letters", "Dead letters"),
         ("audit", "/console/audit", "Audit"),
     ];
@@ -962,6 +963,184 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
         urlencode(&notice)
     ))
     .into_response()
+}
+
+// --- catalog and stock ------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NoticeQuery {
+    #[serde(default)]
+    notice: String,
+}
+
+pub(crate) async fn catalog(
+    State(console): State<Console>,
+    session: Session,
+    Query(query): Query<NoticeQuery>,
+) -> Response {
+    let auth = session.authorization();
+    let stock = console.component_url("stock");
+    let (products_url, stock_url) = (
+        format!("{stock}/api/products?limit=1000"),
+        format!("{stock}/api/stock?limit=1000"),
+    );
+    let (products, units) = tokio::join!(
+        get_json(&console, &auth, &products_url),
+        get_json(&console, &auth, &stock_url),
+    );
+    let units: Vec<Value> = match &units {
+        Ok(Value::Array(units)) => units.clone(),
+        _ => Vec::new(),
+    };
+    let held = |id: i64| {
+        units
+            .iter()
+            .find(|u| u.get("productId").and_then(Value::as_i64) == Some(id))
+            .map(|u| {
+                (
+                    u.get("available")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default(),
+                    u.get("reserved")
+                        .and_then(Value::as_i64)
+                        .unwrap_or_default(),
+                )
+            })
+    };
+    let body = html! {
+        h1 { "Catalog and stock" }
+        @if !query.notice.is_empty() { p.notice role="status" { (query.notice) } }
+        @if let Err(e) = &units_error(&products) { p.error { (e) } }
+        @if let Ok(Value::Array(products)) = &products {
+            div.table-wrap { table {
+                thead { tr {
+                    th.num { "product" } th { "name" } th.num { "price" } th.num { "available" } th.num { "reserved" }
+                    @if session.ops { th { "reprice" } th { "restock" } }
+                } }
+                tbody { @for p in products {
+                    @let id = p.get("productId").and_then(Value::as_i64).unwrap_or_default();
+                    @let (available, reserved) = held(id).unwrap_or_default();
+                    tr {
+                        td.num { (id) } td { (text(p, "name")) } td.num { (text(p, "unitPrice")) }
+                        td.num { (available) } td.num { (reserved) }
+                        @if session.ops {
+                            td { form.filters method="post" action={ "/console/catalog/" (id) "/price" } {
+                                input type="hidden" name="csrf" value=(session.csrf);
+                                input type="hidden" name="name" value=(text(p, "name"));
+                                input name="unitPrice" value=(text(p, "unitPrice")) size="9" aria-label={ "new price of product " (id) } required pattern=r"[0-9]+(\.[0-9]{1,2})?";
+                                button type="submit" { "Reprice" }
+                            } }
+                            td { form.filters method="post" action={ "/console/catalog/" (id) "/restock" } {
+                                input type="hidden" name="csrf" value=(session.csrf);
+                                input type="number" name="quantity" min="1" max="1000000" size="7" aria-label={ "units to add to product " (id) } required;
+                                button type="submit" { "Restock" }
+                            } }
+                        }
+                    }
+                } }
+            } }
+        }
+    };
+    page(layout(Some(&session), "catalog", "Catalog", None, body))
+}
+
+fn units_error(products: &Result<Value, String>) -> Result<(), String> {
+    products.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PriceForm {
+    csrf: String,
+    name: String,
+    unit_price: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RestockForm {
+    csrf: String,
+    quantity: String,
+}
+
+/// Reprices a product through the stock service, which checks the role again, audits the
+/// change and announces it.
+pub(crate) async fn reprice(
+    State(console): State<Console>,
+    session: Session,
+    Path(product): Path<i64>,
+    Form(form): Form<PriceForm>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf).and(session.require_ops()) {
+        return refused.into_response();
+    }
+    let url = format!("{}/api/products/{product}", console.component_url("stock"));
+    let body = serde_json::json!({ "name": form.name, "unitPrice": form.unit_price.trim() });
+    let answer = send_json(&console, &session, reqwest::Method::PUT, &url, &body).await;
+    catalog_done(
+        answer,
+        &format!("Product {product} now costs {}.", form.unit_price.trim()),
+    )
+}
+
+pub(crate) async fn restock(
+    State(console): State<Console>,
+    session: Session,
+    Path(product): Path<i64>,
+    Form(form): Form<RestockForm>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf).and(session.require_ops()) {
+        return refused.into_response();
+    }
+    let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
+        return catalog_done(Err("the quantity must be a whole number".to_owned()), "");
+    };
+    let url = format!(
+        "{}/api/products/{product}/restock",
+        console.component_url("stock")
+    );
+    let body = serde_json::json!({ "quantity": quantity });
+    let answer = send_json(&console, &session, reqwest::Method::POST, &url, &body).await;
+    catalog_done(
+        answer,
+        &format!("Product {product}: {quantity} units added."),
+    )
+}
+
+fn catalog_done(answer: Result<Value, String>, done: &str) -> Response {
+    let notice = match answer {
+        Ok(_) => done.to_owned(),
+        Err(e) => format!("Refused: {e}"),
+    };
+    Redirect::to(&format!("/console/catalog?notice={}", urlencode(&notice))).into_response()
+}
+
+async fn send_json(
+    console: &Console,
+    session: &Session,
+    method: reqwest::Method,
+    url: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    let response = console
+        .http()
+        .request(method, url)
+        .header(header::AUTHORIZATION, session.authorization())
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("the stock service is unreachable ({e})"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        let detail = body
+            .get("detail")
+            .or_else(|| body.get("title"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Err(format!("{status}: {detail}"))
+    }
 }
 
 // --- audit ------------------------------------------------------------------------------------

@@ -188,6 +188,17 @@ impl Stack {
         self.url("gateway", path)
     }
 
+    /// Runs `shop ARGS` with the stack's settings and returns what it printed.
+    pub fn shop(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "shop {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
     /// Starts a component's process and waits until it answers.
     pub async fn spawn(&mut self, component: &'static str) {
         let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("system-logs");

@@ -165,3 +165,134 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
     assert_eq!(listed, json!([]));
     stack.remove().await.unwrap();
 }
+
+/// The value of `name="csrf"` in a page.
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a CSRF field") + marker.len();
+    let end = page[start..].find('"').unwrap() + start;
+    page[start..end].to_owned()
+}
+
+/// An operator signs in with the link `shop login-url` prints and works through the pages: the
+/// overview, an order's journey, a restock and a reprice from the catalog page, the audit.
+#[tokio::test]
+async fn an_operator_signs_in_with_the_printed_link_and_works_through_the_pages() {
+    let stack = Stack::start().await;
+    let customer = Uuid::new_v4();
+    let order = stack
+        .place(customer, json!([{"productId": 3, "quantity": 1}]))
+        .await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    stack.settled(&id, Duration::from_secs(30)).await;
+
+    let link = stack.shop(&["login-url", "ada"]);
+    let link = link.trim();
+    let path = link
+        .split_once("/console/")
+        .map(|(_, rest)| format!("/console/{rest}"))
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client.get(stack.api(&path)).send().await.unwrap();
+    assert_eq!(form.status(), reqwest::StatusCode::OK);
+    let token = path.split_once("token=").unwrap().1;
+    let signed_in = client
+        .post(stack.api("/console/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: String| {
+        let (client, cookie, url) = (client.clone(), cookie.clone(), stack.api(&path));
+        async move {
+            let response = client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let overview = page("/console".to_owned()).await;
+    assert!(overview.contains("ada · ops"), "{overview}");
+    assert!(overview.contains("/console/assets/live.js"));
+    let journey = page(format!("/console/orders/{id}")).await;
+    for expected in [
+        "OrderPlaced",
+        "StockReserved",
+        "PaymentCaptured",
+        "OrderCompleted",
+        "shop.stock/",
+    ] {
+        assert!(
+            journey.contains(expected),
+            "{expected} missing from the journey page"
+        );
+    }
+
+    let catalog = page("/console/catalog".to_owned()).await;
+    let csrf = csrf_of(&catalog);
+    let before = stack.stock().await[&3].0;
+    let restocked = client
+        .post(stack.api("/console/catalog/3/restock"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("quantity", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(stack.stock().await[&3].0, before + 7);
+    let repriced = client
+        .post(stack.api("/console/catalog/3/price"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Monitor"),
+            ("unitPrice", "455.50"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repriced.status(), reqwest::StatusCode::SEE_OTHER);
+    let notice = repriced.headers()["location"].to_str().unwrap().to_owned();
+    assert!(notice.contains("455.50"), "{notice}");
+    let catalog = page("/console/catalog".to_owned()).await;
+    assert!(catalog.contains("455.50"), "{catalog}");
+    // Without the form's token the same request changes nothing.
+    let refused = client
+        .post(stack.api("/console/catalog/3/restock"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged"), ("quantity", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(stack.stock().await[&3].0, before + 7);
+    let audit = page("/console/audit".to_owned()).await;
+    assert!(
+        audit.contains("product.restock") && audit.contains("ada"),
+        "{audit}"
+    );
+    // The link signs in once.
+    let again = client
+        .post(stack.api("/console/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::UNAUTHORIZED);
+    stack.remove().await.unwrap();
+}

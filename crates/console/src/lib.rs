@@ -200,6 +200,8 @@ impl Console {
             .route("/console/catalog", get(pages::catalog))
             .route("/console/catalog/{product}/price", post(pages::reprice))
             .route("/console/catalog/{product}/restock", post(pages::restock))
+            .route("/console/read-models", get(pages::read_models))
+            .route("/console/read-models/rebuild", post(pages::rebuild))
             .route("/console/audit", get(pages::audit))
             .route("/console/events", get(pages::events))
             .route("/console/assets/{file}", get(assets::serve))

@@ -57,7 +57,8 @@ impl Upstreams {
     /// The component that owns `path`, by the first segments of the path: the order service
     /// its orders and its sagas (`/api/ops/orders`), the stock service its stock, the catalog
     /// (`/api/products`) and the audit trail of catalog actions (`/api/ops/audit`), the payment
-    /// service its payments and the projections the reports. The console's own `/api/ops`
+    /// service its payments and the projections the reports and their read models
+    /// (`/api/ops/read-models`). The console's own `/api/ops`
     /// routes are answered in this process and never get here.
     fn owner(&self, path: &str) -> Option<&str> {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
@@ -67,7 +68,7 @@ impl Upstreams {
             Some(&self.stock)
         } else if under("/api/payments") {
             Some(&self.payment)
-        } else if under("/api/reports") {
+        } else if under("/api/reports") || under("/api/ops/read-models") {
             Some(&self.projections)
         } else {
             None

@@ -43,6 +43,7 @@ pub fn document() -> OpenApi {
     merge_service(&mut doc, stock::http::openapi());
     merge_service(&mut doc, payment::http::openapi());
     merge_service(&mut doc, console::Console::openapi());
+    merge_service(&mut doc, projections::ops::openapi());
     doc
 }
 

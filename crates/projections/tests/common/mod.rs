@@ -40,6 +40,8 @@ impl World {
         settings.redis.key_prefix = format!("{}:", unique("test"));
         settings.mongodb.database = unique("test");
         let db = TestDatabase::create().await.unwrap();
+        // A rebuild started over HTTP reads this world's event store.
+        settings.postgres.databases.order.clone_from(&db.name);
         let service = messaging::service::Service::build(&settings, order::definition(&db.name, 0))
             .await
             .unwrap();

@@ -178,7 +178,11 @@ fn csrf_of(page: &str) -> String {
 /// overview, an order's journey, a restock and a reprice from the catalog page, the audit.
 #[tokio::test]
 async fn an_operator_signs_in_with_the_printed_link_and_works_through_the_pages() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_with(
+        &["order", "stock", "payment", "projections", "gateway"],
+        &[],
+    )
+    .await;
     let customer = Uuid::new_v4();
     let order = stack
         .place(customer, json!([{"productId": 3, "quantity": 1}]))
@@ -281,11 +285,33 @@ async fn an_operator_signs_in_with_the_printed_link_and_works_through_the_pages(
         .unwrap();
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
     assert_eq!(stack.stock().await[&3].0, before + 7);
+
+    // A rebuild of the read models, started from its page and followed to its end.
+    let read_models = page("/console/read-models".to_owned()).await;
+    assert!(read_models.contains("current generation"), "{read_models}");
+    let started = client
+        .post(stack.api("/console/read-models/rebuild"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("store", "all")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), reqwest::StatusCode::SEE_OTHER);
+    let notice = started.headers()["location"].to_str().unwrap().to_owned();
+    assert!(notice.contains("started"), "{notice}");
+    eventually(Duration::from_secs(30), "the rebuild to finish", || {
+        let page = page("/console/read-models".to_owned());
+        async move { Ok(page.await.contains("finished").then_some(())) }
+    })
+    .await
+    .unwrap();
+
     let audit = page("/console/audit".to_owned()).await;
     assert!(
         audit.contains("product.restock") && audit.contains("ada"),
         "{audit}"
     );
+    assert!(audit.contains("read-model.rebuild"), "{audit}");
     // The link signs in once.
     let again = client
         .post(stack.api("/console/login"))

@@ -322,6 +322,8 @@ pub(crate) struct OrdersQuery {
     order_id: Option<String>,
     customer_id: Option<String>,
     status: Option<String>,
+    /// The stuck list's threshold, in seconds.
+    older_than: Option<String>,
 }
 
 pub(crate) async fn orders(
@@ -355,7 +357,11 @@ pub(crate) async fn orders(
     } else {
         None
     };
-    let older_than = console.settings().console.stuck_after_seconds;
+    let older_than = query
+        .older_than
+        .as_deref()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(console.settings().console.stuck_after_seconds);
     let stuck = console.stuck(&auth, older_than, 100).await;
     let body = html! {
         h1 { "Orders" }
@@ -366,6 +372,7 @@ pub(crate) async fn orders(
                 option value="" { "any" }
                 @for s in ["pending", "completed", "failed"] { option value=(s) selected[status.as_deref() == Some(s)] { (s) } }
             } }
+            label { "Stuck for at least (s)" input type="number" name="olderThan" min="0" max="2592000" value=(older_than) size="6"; }
             button type="submit" { "Search" }
         }
         @if let Some(order) = &order { (order) }
@@ -1362,7 +1369,11 @@ pub(crate) async fn events(
 ) -> Response {
     let view = match (query.view.as_str(), query.subject.as_deref()) {
         ("overview", _) => Live::Overview,
-        ("orders", _) => Live::Orders,
+        ("orders", threshold) => Live::Orders(
+            threshold
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(console.settings().console.stuck_after_seconds),
+        ),
         ("read-models", _) => Live::ReadModels,
         ("journey", Some(subject)) => match uuid::Uuid::try_parse(subject) {
             Ok(order_id) => Live::Journey(order_id),
@@ -1402,7 +1413,8 @@ pub(crate) async fn events(
 #[derive(Debug, Clone, Copy)]
 enum Live {
     Overview,
-    Orders,
+    /// The stuck list, with its threshold in seconds.
+    Orders(u32),
     ReadModels,
     Journey(uuid::Uuid),
 }
@@ -1434,8 +1446,7 @@ impl Stream {
                     ),
                 ]
             }
-            Live::Orders => {
-                let older_than = self.console.settings().console.stuck_after_seconds;
+            Live::Orders(older_than) => {
                 let stuck = self.console.stuck(&auth, older_than, 100).await;
                 vec![(
                     "stuck-list",

@@ -403,11 +403,12 @@ pub(crate) async fn orders(
             }
         }
     };
+    let threshold = older_than.to_string();
     page(layout(
         Some(&session),
         "orders",
         "Orders",
-        Some(("orders", None)),
+        Some(("orders", Some(&threshold))),
         body,
     ))
 }

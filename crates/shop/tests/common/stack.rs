@@ -481,3 +481,8 @@ pub fn item(product: i64, quantity: i64) -> Value {
 pub fn line(product: i64, quantity: i64, price: &str) -> Value {
     json!({ "productId": product, "quantity": quantity, "unitPrice": price })
 }
+
+/// A fresh operator token (its own `jti`, so it can sign in to the console once).
+pub fn operator_token() -> String {
+    test_support::token(uuid::Uuid::new_v4(), &[platform::auth::Role::Ops])
+}

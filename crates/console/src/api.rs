@@ -22,7 +22,7 @@ use crate::overview::Overview;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The figures", body = Overview),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -51,7 +51,7 @@ pub(crate) async fn overview(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Every group on every partition", body = Vec<PartitionLag>),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Kafka did not answer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
@@ -81,7 +81,7 @@ pub(crate) async fn lag(State(console): State<Console>, identity: Identity) -> R
     responses(
         (status = 200, description = "The journey", body = crate::journey::Journey),
         (status = 400, description = "Not an order id", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order: the order service does not know it and no topic holds a message of it", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )

@@ -140,7 +140,7 @@ fn state_of(job: &Job) -> RebuildState {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The read models", body = ReadModels),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -188,7 +188,7 @@ async fn snapshot(state: &OpsState) -> ReadModels {
     responses(
         (status = 202, description = "Started", body = RebuildState),
         (status = 400, description = "Malformed body", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not an operator", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A rebuild is running", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),

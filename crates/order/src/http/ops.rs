@@ -39,7 +39,7 @@ pub struct StuckQuery {
         (status = 200, description = "At most `limit` pending orders, oldest first", body = Vec<stuck::StuckOrder>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page; absent on the last page"))),
         (status = 400, description = "Malformed `olderThan`, `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "`limit` out of 1..=1000 or `olderThan` over 2592000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),

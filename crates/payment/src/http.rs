@@ -116,7 +116,7 @@ fn whose(identity: &Identity, asked: Option<Uuid>) -> Result<Option<Uuid>, Refus
         (status = 400, description = "Malformed `limit`, `after` or `customerId`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         platform::openapi::Unauthorized,
         (status = 403, description = "A customer named another customer, or the token has no customer, viewer or ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The payment store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

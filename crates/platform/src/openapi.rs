@@ -68,3 +68,13 @@ pub struct ReadinessDoc {
     content_type = "application/problem+json"
 )]
 pub struct Unauthorized(#[allow(dead_code)] ProblemDoc);
+
+/// The 422 of a paginated list whose only rule beyond its cursor is the page size
+/// ([`crate::pagination`]), declared once.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 422,
+    description = "`limit` out of 1..=1000",
+    content_type = "application/problem+json"
+)]
+pub struct InvalidLimit(#[allow(dead_code)] ProblemDoc);

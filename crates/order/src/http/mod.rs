@@ -283,7 +283,7 @@ fn created(executed: &Executed) -> Result<Response, ApiError> {
         (status = 400, description = "Malformed `customerId`, `status`, `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         platform::openapi::Unauthorized,
         (status = 403, description = "Neither customer nor viewer, or a customer naming another customer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -375,7 +375,7 @@ async fn get_order(
         platform::openapi::Unauthorized,
         (status = 403, description = "Neither customer nor viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order (or another customer's)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

@@ -142,7 +142,7 @@ fn store_error(what: &str, error: catalog::Error) -> Problem {
         (status = 200, description = "The products, at most `limit`", body = Vec<Product>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The stock store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

@@ -144,8 +144,8 @@ pub async fn journey(console: &Console, authorization: &str, order_id: Uuid) -> 
     let events_url = format!("{base}/events?limit=1000");
     let kafka = read_kafka(console, order_id, placed_at);
     let (order, events, found) = tokio::join!(
-        get_json(console, authorization, &base),
-        get_json(console, authorization, &events_url),
+        crate::upstream::get(console, authorization, &base),
+        crate::upstream::get(console, authorization, &events_url),
         kafka,
     );
     let order = order
@@ -327,7 +327,12 @@ async fn applied(
             "{}/api/ops/inbox?messageIds={ids}",
             console.component_url(service)
         );
-        async move { (service, get_json(console, authorization, &url).await) }
+        async move {
+            (
+                service,
+                crate::upstream::get(console, authorization, &url).await,
+            )
+        }
     });
     let [a, b, c] = asks;
     let (a, b, c) = tokio::join!(a, b, c);
@@ -365,28 +370,6 @@ async fn projected(console: &Console, found: &[Found]) -> Vec<(String, bool)> {
             (group.to_owned(), behind)
         })
         .collect()
-}
-
-async fn get_json(console: &Console, authorization: &str, url: &str) -> Result<Value, String> {
-    let response = console
-        .http()
-        .get(url)
-        .header(axum::http::header::AUTHORIZATION, authorization)
-        .send()
-        .await
-        .map_err(|e| format!("unreachable ({e})"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        let detail = body
-            .get("detail")
-            .or_else(|| body.get("title"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        Err(format!("{status} {detail}"))
-    }
 }
 
 /// The records keyed `order_id` on the saga's topics, from the order's placement on; and

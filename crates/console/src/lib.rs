@@ -30,6 +30,7 @@ pub mod overview;
 mod pages;
 pub mod scrape;
 pub mod session;
+mod upstream;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

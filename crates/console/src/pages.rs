@@ -353,7 +353,7 @@ pub(crate) async fn orders(
         if let Some(s) = &status {
             url.push_str(&format!("&status={}", urlencode(s)));
         }
-        Some(get_json(&console, &auth, &url).await)
+        Some(crate::upstream::get(&console, &auth, &url).await)
     } else {
         None
     };
@@ -422,8 +422,8 @@ async fn order_with_events(console: &Console, auth: &str, id: &str) -> Markup {
     );
     let events_url = format!("{base}/events?limit=1000");
     let (order, events) = tokio::join!(
-        get_json(console, auth, &base),
-        get_json(console, auth, &events_url),
+        crate::upstream::get(console, auth, &base),
+        crate::upstream::get(console, auth, &events_url),
     );
     html! {
         @match order {
@@ -454,28 +454,6 @@ async fn order_with_events(console: &Console, auth: &str, id: &str) -> Markup {
                 }
             }
         }
-    }
-}
-
-async fn get_json(console: &Console, auth: &str, url: &str) -> Result<Value, String> {
-    let response = console
-        .http()
-        .get(url)
-        .header(header::AUTHORIZATION, auth)
-        .send()
-        .await
-        .map_err(|e| format!("the service is unreachable ({e})"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        let detail = body
-            .get("detail")
-            .or_else(|| body.get("title"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        Err(format!("{status}: {detail}"))
     }
 }
 
@@ -994,8 +972,8 @@ pub(crate) async fn catalog(
         format!("{stock}/api/stock?limit=1000"),
     );
     let (products, units) = tokio::join!(
-        get_json(&console, &auth, &products_url),
-        get_json(&console, &auth, &stock_url),
+        crate::upstream::get(&console, &auth, &products_url),
+        crate::upstream::get(&console, &auth, &stock_url),
     );
     let units: Vec<Value> = match &units {
         Ok(Value::Array(units)) => units.clone(),
@@ -1084,7 +1062,14 @@ pub(crate) async fn reprice(
     }
     let url = format!("{}/api/products/{product}", console.component_url("stock"));
     let body = serde_json::json!({ "name": form.name, "unitPrice": form.unit_price.trim() });
-    let answer = send_json(&console, &session, reqwest::Method::PUT, &url, &body).await;
+    let answer = crate::upstream::send(
+        &console,
+        &session.authorization(),
+        reqwest::Method::PUT,
+        &url,
+        &body,
+    )
+    .await;
     catalog_done(
         answer,
         &format!("Product {product} now costs {}.", form.unit_price.trim()),
@@ -1108,7 +1093,14 @@ pub(crate) async fn restock(
         console.component_url("stock")
     );
     let body = serde_json::json!({ "quantity": quantity });
-    let answer = send_json(&console, &session, reqwest::Method::POST, &url, &body).await;
+    let answer = crate::upstream::send(
+        &console,
+        &session.authorization(),
+        reqwest::Method::POST,
+        &url,
+        &body,
+    )
+    .await;
     catalog_done(
         answer,
         &format!("Product {product}: {quantity} units added."),
@@ -1121,35 +1113,6 @@ fn catalog_done(answer: Result<Value, String>, done: &str) -> Response {
         Err(e) => format!("Refused: {e}"),
     };
     Redirect::to(&format!("/console/catalog?notice={}", urlencode(&notice))).into_response()
-}
-
-async fn send_json(
-    console: &Console,
-    session: &Session,
-    method: reqwest::Method,
-    url: &str,
-    body: &Value,
-) -> Result<Value, String> {
-    let response = console
-        .http()
-        .request(method, url)
-        .header(header::AUTHORIZATION, session.authorization())
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| format!("the stock service is unreachable ({e})"))?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        let detail = body
-            .get("detail")
-            .or_else(|| body.get("title"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        Err(format!("{status}: {detail}"))
-    }
 }
 
 // --- read models ------------------------------------------------------------------------------
@@ -1196,7 +1159,7 @@ pub(crate) async fn read_models_section(console: &Console, session: &Session) ->
     let metrics_url = format!("{}/metrics", console.component_url("projections"));
     let auth = session.authorization();
     let (state, metrics) = tokio::join!(
-        get_json(console, &auth, &url),
+        crate::upstream::get(console, &auth, &url),
         crate::scrape::read(console.http(), &metrics_url),
     );
     html! {
@@ -1263,7 +1226,14 @@ pub(crate) async fn rebuild(
         console.component_url("projections")
     );
     let body = serde_json::json!({ "store": form.store });
-    let answer = send_json(&console, &session, reqwest::Method::POST, &url, &body).await;
+    let answer = crate::upstream::send(
+        &console,
+        &session.authorization(),
+        reqwest::Method::POST,
+        &url,
+        &body,
+    )
+    .await;
     let notice = match answer {
         Ok(started) => {
             let audited = async {
@@ -1307,7 +1277,7 @@ pub(crate) async fn audit(State(console): State<Console>, session: Session) -> R
     };
     let stock_url = format!("{}/api/ops/audit?limit=100", console.component_url("stock"));
     let auth = session.authorization();
-    let (own, stock) = tokio::join!(own, get_json(&console, &auth, &stock_url));
+    let (own, stock) = tokio::join!(own, crate::upstream::get(&console, &auth, &stock_url));
     let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
     let mut problems = Vec::new();
     match own {

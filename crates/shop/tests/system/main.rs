@@ -12,3 +12,4 @@ mod hostile;
 mod load;
 mod replay;
 mod saga;
+mod token;

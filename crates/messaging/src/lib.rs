@@ -24,7 +24,6 @@ mod inbox;
 pub mod ops;
 pub mod outbox;
 pub mod relay;
-pub mod service;
 pub mod topics;
 
 pub use consumer::{

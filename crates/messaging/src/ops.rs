@@ -18,15 +18,15 @@ use uuid::Uuid;
 pub const MAX_IDS: usize = 500;
 
 #[derive(Clone)]
-pub(crate) struct InboxState {
-    pub(crate) pool: PgPool,
+pub struct InboxState {
+    pub pool: PgPool,
     /// The service's consumer: its inbox rows are `(consumer, message_id)`.
-    pub(crate) consumer: String,
+    pub consumer: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct InboxQuery {
+pub struct InboxQuery {
     /// Message ids, comma-separated.
     message_ids: String,
 }
@@ -40,7 +40,7 @@ pub struct Applied {
     pub processed_at: DateTime<Utc>,
 }
 
-pub(crate) async fn inbox(
+pub async fn inbox(
     State(state): State<InboxState>,
     identity: Identity,
     Query(query): Query<InboxQuery>,

@@ -11,14 +11,18 @@ use std::process::Command;
 /// (and the projections) only for their OpenAPI documents, the projections name `order` only
 /// for its event store.
 /// The console reads the system through its topics and the services' HTTP APIs only.
-const ALLOWED: [(&str, &[&str]); 11] = [
+const ALLOWED: [(&str, &[&str]); 12] = [
     ("contracts", &[]),
     ("platform", &[]),
     ("test-support", &["platform"]),
     ("messaging", &["contracts", "platform"]),
-    ("order", &["contracts", "messaging", "platform"]),
-    ("stock", &["contracts", "messaging", "platform"]),
-    ("payment", &["contracts", "messaging", "platform"]),
+    ("service", &["messaging", "platform"]),
+    ("order", &["contracts", "messaging", "platform", "service"]),
+    ("stock", &["contracts", "messaging", "platform", "service"]),
+    (
+        "payment",
+        &["contracts", "messaging", "platform", "service"],
+    ),
     (
         "projections",
         &["contracts", "messaging", "order", "platform"],
@@ -45,6 +49,7 @@ const ALLOWED: [(&str, &[&str]); 11] = [
             "payment",
             "platform",
             "projections",
+            "service",
             "stock",
         ],
     ),

@@ -6,9 +6,9 @@ mod boundaries;
 
 use anyhow::Context;
 use messaging::consumer::Handler;
-use messaging::service::{Definition, Service};
 use platform::Settings;
 use platform::shutdown::Shutdown;
+use service::{Definition, Service};
 
 const USAGE: &str = "usage: shop COMPONENT
 

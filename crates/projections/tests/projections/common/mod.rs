@@ -42,7 +42,7 @@ impl World {
         let db = TestDatabase::create().await.unwrap();
         // A rebuild started over HTTP reads this world's event store.
         settings.postgres.databases.order.clone_from(&db.name);
-        let service = messaging::service::Service::build(&settings, order::definition(&db.name, 0))
+        let service = service::Service::build(&settings, order::definition(&db.name, 0))
             .await
             .unwrap();
         let (order_trigger, shutdown) = platform::shutdown::channel();

@@ -953,7 +953,22 @@ async fn every_route_answers_each_role_and_refuses_bad_requests() {
 
 #[test]
 fn the_openapi_document_describes_every_route_with_its_security_and_refusals() {
-    let doc = serde_json::to_value(console::dead_letters::openapi()).unwrap();
+    let document = console::dead_letters::openapi();
+    let path = std::env::temp_dir().join(format!("console-openapi-{}.json", std::process::id()));
+    std::fs::write(&path, document.to_pretty_json().unwrap()).unwrap();
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output()
+        .expect("python3 runs (./dev test installs openapi-spec-validator)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the document:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc = serde_json::to_value(document).unwrap();
     let id_pattern = json!(console::dead_letters::LETTER_ID_PATTERN);
     let one = &doc["paths"]["/api/ops/dead-letters/{letterId}"]["get"]["parameters"][0];
     assert_eq!(one["schema"]["pattern"], id_pattern);

@@ -4,14 +4,14 @@
 //! # Where a letter lives
 //!
 //! The letters stay in Kafka, where the readers parked them; the console copies none of them.
-//! Each call reads the topic on demand ([`read`]): a consumer that joins no group assigns itself
+//! Each call reads the topic on demand (`read`): a consumer that joins no group assigns itself
 //! every partition, reads from where the window starts up to the high watermark it took at the
 //! start of the call, and stops. A letter is named by its place in the topic, [`LetterId`]
 //! (`{partition}-{offset}`), which never changes and never names another record.
 //!
 //! What became of a letter is the console's: `dead_letter_resolutions` holds one row per letter
 //! an operator redrove or discarded (primary key: the letter's partition and offset), and the
-//! listing joins it in ([`store`]). A letter without a row is *waiting*.
+//! listing joins it in (`store`). A letter without a row is *waiting*.
 //!
 //! # Bounded work
 //!
@@ -29,8 +29,8 @@
 //! # Redrive is publish, then record
 //!
 //! Redriving a letter republishes its original record (same key, payload and headers, minus the
-//! three `dead-letter-*` headers, plus `redriven-from: {partition}-{offset}`) to the partition of
-//! its origin topic it came from, waits for the broker's acknowledgement, and only then records
+//! three `dead-letter-*` headers, plus `redriven-from: {partition}-{offset}`) to the topic and
+//! partition it came from, waits for the broker's acknowledgement, and only then records
 //! the resolution and its audit row in one transaction (`ON CONFLICT DO NOTHING`: a letter is
 //! recorded once, and an action only counts and audits the rows it inserted).
 //!
@@ -44,9 +44,10 @@
 //! captures nothing and only the compensation it calls for happens. Recording first would be
 //! the unsafe order: a crash after the commit would mark a letter redriven that never was.
 //!
-//! The opposite failure cannot happen: a letter is only ever published by a redrive that found
-//! it waiting, just before publishing (the chunk is checked again against the table), so a
-//! letter an operator discarded or redrove is not republished by a later bulk redrive.
+//! A redrive publishes only the letters it found waiting just before publishing (each chunk is
+//! checked again against the table), so a letter discarded or redriven earlier is never
+//! republished. One that a concurrent action resolves in that instant may go out once more,
+//! with the same message id, which the readers absorb as above; it is recorded once.
 //!
 //! A letter is only redriven to where it came from: its `dead-letter-origin` topic must be one
 //! of the system's topics under this deployment's prefix, and not the dead-letter topic itself

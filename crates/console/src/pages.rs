@@ -795,6 +795,7 @@ pub(crate) async fn dead_letter(
         @match &letter.payload {
             Payload::Text(text) => { pre { (pretty(text)) } }
             Payload::Base64(b64) => { p.muted { "Not UTF-8; base64:" } pre { (b64) } }
+            Payload::Absent => { p.muted { "The record has no payload." } }
         }
         p { a href="/console/dead-letters" { "← All dead letters" } }
     };
@@ -878,7 +879,7 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
     } else {
         match form.letter_id.parse::<LetterId>() {
             Ok(id) => Selection::One(id),
-            Err(()) => {
+            Err(_) => {
                 return error_page(Some(&session), StatusCode::BAD_REQUEST, "Not a letter id.");
             }
         }

@@ -8,6 +8,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod console;
+mod dead_letters;
 mod hostile;
 mod load;
 mod replay;

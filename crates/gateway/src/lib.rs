@@ -64,7 +64,7 @@ impl Upstreams {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
         if under("/api/orders") || under("/api/ops/orders") {
             Some(&self.order)
-        } else if under("/api/stock") || under("/api/products") || under("/api/ops") {
+        } else if under("/api/stock") || under("/api/products") || under("/api/ops/audit") {
             Some(&self.stock)
         } else if under("/api/payments") {
             Some(&self.payment)

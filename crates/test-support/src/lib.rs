@@ -185,6 +185,49 @@ pub async fn delete_topics(settings: &Settings, topics: &[&str]) -> anyhow::Resu
     Ok(())
 }
 
+/// The prefixes under which tests and benchmarks make their topics ([`unique`] names).
+const RUN_PREFIXES: [&str; 4] = ["test", "t", "sys", "bench"];
+
+/// A topic some test or benchmark made: `{prefix}_{12 hex digits}.` then its logical name.
+pub fn is_run_topic(topic: &str) -> bool {
+    let Some((prefix, rest)) = topic.split_once('_') else {
+        return false;
+    };
+    RUN_PREFIXES.contains(&prefix)
+        && rest.len() > 13
+        && rest.as_bytes()[..12].iter().all(u8::is_ascii_hexdigit)
+        && rest.as_bytes()[12] == b'.'
+}
+
+/// Deletes every topic earlier test and benchmark runs left on the broker and returns how
+/// many there were. A broker restarted with thousands of partitions takes a minute to elect
+/// their leaders, which the fault tests (they restart it) cannot tell from a lost broker.
+pub async fn drop_run_topics(settings: &Settings) -> anyhow::Result<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let settings_for_list = settings.clone();
+    let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &settings_for_list.kafka.brokers)
+            .create()
+            .context("creating Kafka client")?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(30))
+            .context("listing the broker's topics")?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|name| is_run_topic(name))
+            .collect())
+    })
+    .await??;
+    for chunk in topics.chunks(500) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        delete_topics(settings, &names).await?;
+    }
+    Ok(topics.len())
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout`. Tests never sleep blindly.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
@@ -256,4 +299,33 @@ pub async fn unreported_seq_scans(
             .fetch_optional(conn)
             .await?;
     Ok(scans.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_run_topic;
+
+    #[test]
+    fn only_the_topics_of_test_and_benchmark_runs_are_run_topics() {
+        for run in [
+            "test_0123456789ab.shop.orders",
+            "t_abcdef012345.shop.stock",
+            "sys_646d85678af2.shop.dead-letters",
+            "bench_646d85678af2.shop.payments",
+        ] {
+            assert!(is_run_topic(run), "{run}");
+        }
+        for kept in [
+            "shop.orders",
+            "gwconfirm.shop.orders",
+            "test.smoke",
+            "test_0123456789ab",
+            "test_0123456789a.shop.orders",
+            "test_0123456789ag.shop.orders",
+            "mine_0123456789ab.shop.orders",
+            "test_0123456789abc.shop",
+        ] {
+            assert!(!is_run_topic(kept), "{kept}");
+        }
+    }
 }

@@ -146,7 +146,7 @@ impl World {
     pub async fn assert_applied_exactly_once(&self, ids: &[Uuid], timeout: Duration) {
         let pool = self.db.pool.clone();
         let expected = ids.to_vec();
-        eventually(timeout, "every message applied", || {
+        let applied = eventually(timeout, "every message applied", || {
             let pool = pool.clone();
             let expected = expected.clone();
             async move {
@@ -159,8 +159,21 @@ impl World {
                 Ok((applied == expected.len() as i64).then_some(()))
             }
         })
-        .await
-        .unwrap();
+        .await;
+        if let Err(e) = applied {
+            let unpublished = self.unpublished().await;
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT count(DISTINCT message_id) FROM effects WHERE message_id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap();
+            panic!(
+                "{e:#}: {applied} of {} applied, {unpublished} outbox rows unpublished",
+                ids.len()
+            );
+        }
         let mut per_message: HashMap<Uuid, usize> = HashMap::new();
         for e in self.effects().await {
             *per_message.entry(e.message_id).or_default() += 1;

@@ -76,6 +76,11 @@ impl Browser {
             use std::os::unix::process::CommandExt as _;
             Command::new(&chromedriver)
                 .arg(format!("--port={port}"))
+                // Chromium writes to its home too (crash reports, caches): here, into the
+                // browser's directory, removed with it.
+                .env("HOME", &dir)
+                .env("XDG_CONFIG_HOME", dir.join("config"))
+                .env("XDG_CACHE_HOME", dir.join("cache"))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -173,7 +178,10 @@ impl Browser {
     /// The page's visible text (`document.body.innerText`).
     pub async fn text(&self) -> anyhow::Result<String> {
         let text = self
-            .eval("return document.body ? document.body.innerText : '';", vec![])
+            .eval(
+                "return document.body ? document.body.innerText : '';",
+                vec![],
+            )
             .await?;
         Ok(text.as_str().unwrap_or_default().to_owned())
     }
@@ -399,11 +407,17 @@ impl WebDriverCompatibleCommand for BrowserLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(json!({"type": "browser"}).to_string()))
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
     }
 }
 
@@ -463,9 +477,17 @@ impl Driver {
             "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.port
         )?;
-        // chromedriver answers once Chromium has quit; the answer itself does not matter.
+        // chromedriver answers once Chromium has quit; the head of the answer is enough (it
+        // keeps the connection open whatever `Connection` says).
         let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
+        let mut chunk = [0_u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = stream.read(&mut chunk)?;
+            if read == 0 {
+                break;
+            }
+            answer.extend_from_slice(chunk.get(..read).unwrap_or_default());
+        }
         Ok(())
     }
 }

@@ -9,6 +9,11 @@ CREATE TABLE sessions (
     roles      text[]      NOT NULL,
     -- The synchronizer token every form of the session carries (CSRF).
     csrf       text        NOT NULL,
+    -- The bearer token the session logged in with. It stays here, never goes back to the
+    -- browser, and is what the console presents to the services for this session's reads and
+    -- actions, so each service still checks the caller's own roles. The session ends when it
+    -- expires.
+    token      text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );

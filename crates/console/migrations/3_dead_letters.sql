@@ -9,5 +9,8 @@ CREATE TABLE dead_letter_resolutions (
     resolution       text        NOT NULL CHECK (resolution IN ('redriven', 'discarded')),
     actor            text        NOT NULL,
     at               timestamptz NOT NULL DEFAULT now(),
+    -- Where a redriven letter's record went, `topic/partition/offset` as the broker acknowledged
+    -- it (the row is written only after that); null for a discard.
+    redriven_to      text,
     PRIMARY KEY (letter_partition, letter_offset)
 );

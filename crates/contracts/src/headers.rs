@@ -21,3 +21,7 @@ pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
 pub const DEAD_LETTER_CONSUMER: &str = "dead-letter-consumer";
 /// Set on dead letters: where the original was (`topic/partition/offset`).
 pub const DEAD_LETTER_ORIGIN: &str = "dead-letter-origin";
+/// Set on a message the operator console republished from the dead letters: the letter it came
+/// from (`{partition}-{offset}` in the dead-letter topic). Its `message-id` is the original's,
+/// so a reader that applied the message already skips it.
+pub const REDRIVEN_FROM: &str = "redriven-from";

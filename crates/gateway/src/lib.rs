@@ -5,10 +5,9 @@
 //! It is the one entry point, so it bounds what a client can cost (SYSTEM.md §7). It runs on the
 //! shared server ([`platform::server`]), which refuses unknown methods, dot segments and encoded
 //! slashes before routing, times out slow headers, bodies and answers, sheds load past its
-//! concurrency limit, and makes a body fail as soon as it passes the body limit. Here the body
-//! is streamed to the component as it arrives and the answer streams back: nothing is held
-//! whole, and a body that fails on its way (too large, too slow) is answered by the gateway
-//! itself (413, 408) whatever the component made of the part it saw. Only the `/api` prefixes
+//! concurrency limit, and reads each body whole within the body limit before routing (413,
+//! 408 and 400 are the gateway's own answers). Here the body goes to the component in one
+//! piece and the answer streams back, never held whole. Only the `/api` prefixes
 //! of the components are forwarded; their internal routes (`/metrics`, `/health/*`) are not
 //! reachable through it. It answers itself the system's readiness, the OpenAPI document and the
 //! API page with its script and stylesheet, which are embedded in the binary ([`openapi`]).
@@ -22,7 +21,6 @@
 
 pub mod openapi;
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,7 +28,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use futures::TryStreamExt as _;
 use platform::Settings;
 use platform::http::Problem;
 
@@ -56,18 +53,20 @@ impl Upstreams {
     }
 
     /// The component that owns `path`, by the first segments of the path: the order service
-    /// its orders, the stock service its stock, the catalog (`/api/products`) and the audit
-    /// trail of operator actions (`/api/ops`), the payment service its payments and the
-    /// projections the reports.
+    /// its orders and its sagas (`/api/ops/orders`), the stock service its stock, the catalog
+    /// (`/api/products`) and the audit trail of catalog actions (`/api/ops/audit`), the payment
+    /// service its payments and the projections the reports and their read models
+    /// (`/api/ops/read-models`). The console's own `/api/ops`
+    /// routes are answered in this process and never get here.
     fn owner(&self, path: &str) -> Option<&str> {
         let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-        if under("/api/orders") {
+        if under("/api/orders") || under("/api/ops/orders") {
             Some(&self.order)
-        } else if under("/api/stock") || under("/api/products") || under("/api/ops") {
+        } else if under("/api/stock") || under("/api/products") || under("/api/ops/audit") {
             Some(&self.stock)
         } else if under("/api/payments") {
             Some(&self.payment)
-        } else if under("/api/reports") {
+        } else if under("/api/reports") || under("/api/ops/read-models") {
             Some(&self.projections)
         } else {
             None
@@ -135,42 +134,6 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
         .collect()
 }
 
-/// Why the client's body failed while it was forwarded (the server's bounds make it fail).
-#[derive(Debug, Clone, Copy)]
-enum BodyFailure {
-    TooLarge,
-    TooSlow,
-    BrokenOff,
-}
-
-impl BodyFailure {
-    fn of(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut cause = Some(error);
-        while let Some(e) = cause {
-            if e.is::<http_body_util::LengthLimitError>() {
-                return Self::TooLarge;
-            }
-            if e.is::<tower_http::timeout::TimeoutError>() {
-                return Self::TooSlow;
-            }
-            cause = e.source();
-        }
-        Self::BrokenOff
-    }
-
-    fn problem(self) -> Problem {
-        match self {
-            Self::TooLarge => platform::http::too_large(),
-            Self::TooSlow => Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request-timeout",
-                "The request body arrived too slowly",
-            ),
-            Self::BrokenOff => Problem::bad_request("the request body was broken off"),
-        }
-    }
-}
-
 async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
     let path_and_query = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_owned(),
@@ -190,25 +153,21 @@ async fn forward(State(gateway): State<Gateway>, request: Request) -> Response {
         headers.insert("traceparent", traceparent);
     }
     let mut upstream_request = gateway.client.request(parts.method, &url).headers(headers);
-    // The body goes on as it arrives. It is bounded by the server (size, pauses): when it
-    // fails, the upstream request is broken off and the failure says what to answer, whatever
-    // the upstream did meanwhile.
-    let failure = Arc::new(OnceLock::new());
+    // The server has read the body whole, within its bounds (`platform::server`): it goes on
+    // in one piece with its length.
     if has_body(&parts.headers) {
-        let seen = Arc::clone(&failure);
-        let body = body.into_data_stream().inspect_err(move |e| {
-            let _ = seen.set(BodyFailure::of(e));
-        });
-        upstream_request = upstream_request.body(reqwest::Body::wrap_stream(body));
+        upstream_request =
+            upstream_request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
-    let sent = upstream_request.send().await;
-    if let Some(failure) = failure.get() {
-        return failure.problem().into_response();
-    }
-    let response = match sent {
+    let response = match upstream_request.send().await {
         Ok(response) => response,
         Err(e) => {
-            tracing::warn!(%url, error = %e, "upstream unreachable");
+            let error = anyhow::Error::new(e);
+            tracing::warn!(
+                %url,
+                error = format!("{error:#}"),
+                "upstream unreachable; is the component running? (./dev status)"
+            );
             return Problem::unavailable("a component of the shop is unavailable").into_response();
         }
     };

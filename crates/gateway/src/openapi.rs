@@ -52,6 +52,8 @@ pub fn document() -> OpenApi {
     merge_service(&mut doc, order::http::openapi());
     merge_service(&mut doc, stock::http::openapi());
     merge_service(&mut doc, payment::http::openapi());
+    merge_service(&mut doc, console::Console::openapi());
+    merge_service(&mut doc, projections::ops::openapi());
     doc
 }
 
@@ -77,6 +79,10 @@ pub fn merge_service(system: &mut OpenApi, mut service: OpenApi) {
                     .get_or_insert_with(|| requirements.clone());
             }
         }
+    }
+    // A tag two services both use (`operations`) is declared once: the first description wins.
+    if let (Some(tags), Some(theirs)) = (system.tags.as_ref(), service.tags.as_mut()) {
+        theirs.retain(|tag| !tags.iter().any(|known| known.name == tag.name));
     }
     system.merge(service);
 }

@@ -632,3 +632,47 @@ async fn the_servers_own_families_exist_from_the_start_and_count_refusals() {
     assert_eq!(refused(&text, "path"), paths + 1.0);
     setup.stop();
 }
+
+/// A route that answers without reading the body (a 405 by method, a 401 before any extractor)
+/// must leave the connection usable: hyper closes a connection whose request body was left
+/// unread, and a client still sending it (the gateway's pooled connection) finds it reset
+/// instead of reading the answer. The server reads the body first, so the body sent after a
+/// pause is read, answered, and the next request on the same connection is answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_ignores_the_body_leaves_the_connection_usable() {
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::start(settings()).await;
+    for address in [setup.upstream, setup.gateway] {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let body = r#"{"store": "redis"}"#;
+        let head = format!(
+            "OPTIONS /api/orders/1 HTTP/1.1\r\nHost: {address}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream.write_all(body.as_bytes()).await.unwrap();
+        let next = format!("GET /api/orders/1/nothing HTTP/1.1\r\nHost: {address}\r\n\r\n");
+        stream.write_all(next.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
+            while String::from_utf8_lossy(&seen).matches("HTTP/1.1 ").count() < 2 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(read.is_ok(), "{address}: no second answer: {seen}");
+        let statuses: Vec<&str> = seen
+            .match_indices("HTTP/1.1 ")
+            .map(|(at, _)| &seen[at + 9..at + 12])
+            .collect();
+        assert_eq!(statuses, ["405", "404"], "{address}: {seen}");
+    }
+    setup.stop();
+}

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use messaging::service::Service;
 use serde_json::Value;
+use service::Service;
 use test_support::{Stopped, TestDatabase, eventually};
 
 static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

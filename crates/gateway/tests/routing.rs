@@ -124,6 +124,9 @@ async fn every_path_goes_to_the_component_that_owns_it() {
         ("GET", "/api/payments", "payment"),
         ("GET", "/api/reports/products", "projections"),
         ("GET", "/api/reports/orders", "projections"),
+        ("GET", "/api/ops/orders/stuck?olderThan=5", "order"),
+        ("GET", "/api/ops/read-models", "projections"),
+        ("POST", "/api/ops/read-models/rebuild", "projections"),
     ];
     for (method, target, owner) in routes {
         let body = (method == "PUT" || method == "POST").then(|| json!({"quantity": 5}));
@@ -146,6 +149,8 @@ async fn every_path_goes_to_the_component_that_owns_it() {
         "/api/productsx",
         "/api/opsaudit",
         "/api/audit",
+        "/api/ops/inbox",
+        "/api/ops/elsewhere",
         "/api/nothing",
     ] {
         let response = setup.send("GET", target, None).await;

@@ -192,6 +192,27 @@ async fn metric_families_exist_and_move_when_orders_flow() {
     )
     .unwrap();
     assert!(out_of_stock >= out_of_stock_before + 1.0);
+    // Placement to outcome, by outcome: the console's saga latency.
+    assert!(
+        sample(
+            &text,
+            "saga_duration_seconds_count",
+            &[("outcome", "completed")]
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "saga latency of completed orders: {text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "saga_duration_seconds_bucket",
+            &[("outcome", "failed"), ("le", "120")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "saga latency of failed orders, in buckets: {text}"
+    );
     for family in [
         "relay_published_total",
         "messages_processed_total",

@@ -21,9 +21,9 @@ pub mod dead_letters;
 pub mod doorbell;
 pub mod headers;
 mod inbox;
+pub mod ops;
 pub mod outbox;
 pub mod relay;
-pub mod service;
 pub mod topics;
 
 pub use consumer::{

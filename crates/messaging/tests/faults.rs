@@ -3,6 +3,7 @@
 //! These tests stop shared servers and kill processes, so they live in this one test binary and
 //! take turns through [`SERIAL`]; other test binaries run one at a time and never see a fault.
 
+#[path = "messaging/common/mod.rs"]
 mod common;
 
 use std::process::{Child, Command};

@@ -251,22 +251,39 @@ pub async fn execute(
     Err(CommandError::Contended)
 }
 
-/// `saga_outcomes_total{outcome, reason}`. Counted when the event is appended: a consumer batch
-/// that rolls back and replays may count an outcome twice, which a rate over minutes absorbs.
+/// `saga_outcomes_total{outcome, reason}` and `saga_duration_seconds{outcome}`. Counted when the
+/// event is appended: a consumer batch that rolls back and replays may count an outcome twice,
+/// which a rate over minutes absorbs. The duration runs from the order's placement, read from
+/// its id (the correlation id of every message of its saga, a UUIDv7 that carries its creation
+/// time), to the outcome's time.
 pub fn count_outcomes(events: &[(Event, Metadata)]) {
-    for (event, _) in events {
-        match event {
+    for (event, metadata) in events {
+        let outcome = match event {
             Event::OrderCompleted { .. } => {
                 metrics::counter!("saga_outcomes_total", "outcome" => "completed", "reason" => "")
                     .increment(1);
+                "completed"
             }
             Event::OrderFailed { reason } => {
                 metrics::counter!("saga_outcomes_total", "outcome" => "failed", "reason" => reason.as_str())
                     .increment(1);
+                "failed"
             }
-            _ => {}
+            _ => continue,
+        };
+        if let Some(seconds) = saga_seconds(metadata) {
+            metrics::histogram!("saga_duration_seconds", "outcome" => outcome).record(seconds);
         }
     }
+}
+
+/// Seconds from the placement of the order `metadata` correlates to the time of `metadata`.
+fn saga_seconds(metadata: &Metadata) -> Option<f64> {
+    let (seconds, nanos) = metadata.correlation_id.get_timestamp()?.to_unix();
+    let placed = DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)?;
+    let micros = (metadata.occurred_at - placed).num_microseconds()?;
+    // Clocks of two hosts may disagree by a little: never a negative duration.
+    Some(micros.max(0) as f64 / 1e6)
 }
 
 /// Exports every `saga_outcomes_total` series at 0, so that an alert on its increase sees the

@@ -25,12 +25,13 @@ mod idempotency;
 pub mod listing;
 pub mod messages;
 pub mod saga;
+pub mod stuck;
 pub mod view;
 
-use messaging::service::{Definition, Service};
 use platform::Settings;
 use platform::shutdown::Shutdown;
 use platform::supervise::Part;
+use service::{Definition, Service};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
@@ -42,11 +43,8 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 pub const CONSUMER: &str = "order";
 
 /// The service as a process of the system: its database, routes and saga consumer.
-pub fn definition(
-    database: &str,
-    port: u16,
-) -> messaging::service::Definition<consumer::OrderHandler> {
-    messaging::service::Definition {
+pub fn definition(database: &str, port: u16) -> service::Definition<consumer::OrderHandler> {
+    service::Definition {
         database: database.to_owned(),
         migrations: &MIGRATIONS,
         port,
@@ -77,7 +75,7 @@ pub struct Component {
 }
 
 impl Component {
-    /// Builds the service (see `messaging::service::Service::build`) and its deadline keeper.
+    /// Builds the service (see `service::Service::build`) and its deadline keeper.
     pub async fn build(
         settings: &Settings,
         definition: Definition<consumer::OrderHandler>,

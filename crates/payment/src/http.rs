@@ -114,9 +114,9 @@ fn whose(identity: &Identity, asked: Option<Uuid>) -> Result<Option<Uuid>, Refus
         (status = 200, description = "The payments, at most `limit`", body = Vec<PaymentView>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit`, `after` or `customerId`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "A customer named another customer, or the token has no customer, viewer or ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The payment store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

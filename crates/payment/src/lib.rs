@@ -27,8 +27,8 @@ pub fn definition(
     settings: &platform::Settings,
     database: &str,
     port: u16,
-) -> messaging::service::Definition<handler::PaymentHandler> {
-    messaging::service::Definition {
+) -> service::Definition<handler::PaymentHandler> {
+    service::Definition {
         database: database.to_owned(),
         migrations: &MIGRATIONS,
         port,

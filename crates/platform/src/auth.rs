@@ -883,6 +883,17 @@ impl Signer {
         roles: &[Role],
         lifetime: Duration,
     ) -> Result<String, SetupError> {
+        self.token_for(&subject.to_string(), roles, lifetime)
+    }
+
+    /// A token whose `sub` is any name: an operator's account, say, which is no customer id.
+    /// Each token gets a `jti` of its own, so a login with it can be allowed once.
+    pub fn token_for(
+        &self,
+        subject: &str,
+        roles: &[Role],
+        lifetime: Duration,
+    ) -> Result<String, SetupError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -903,7 +914,8 @@ impl Signer {
         claims.insert(top.to_owned(), nested);
         claims.insert("iss".into(), self.issuer.clone().into());
         claims.insert("aud".into(), self.audience.clone().into());
-        claims.insert("sub".into(), subject.to_string().into());
+        claims.insert("sub".into(), subject.into());
+        claims.insert("jti".into(), Uuid::new_v4().to_string().into());
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), now.saturating_add(lifetime.as_secs()).into());
         jsonwebtoken::encode(&header, &claims, &self.key).map_err(SetupError::Sign)

@@ -23,6 +23,12 @@ const HTTP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Buckets of `saga_duration_seconds`, placement to outcome: from a normal saga's milliseconds
+/// to past the default deadline.
+const SAGA_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle).
 /// `None` if another recorder was installed first by someone else.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -33,6 +39,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("http_request_duration_seconds".to_owned()),
             HTTP_BUCKETS,
+        )
+        .ok()?
+        .set_buckets_for_metric(
+            Matcher::Full("saga_duration_seconds".to_owned()),
+            SAGA_BUCKETS,
         )
         .ok()?;
     let recorder = builder.build_recorder();
@@ -198,6 +209,11 @@ fn describe() {
     describe_counter!(
         "saga_outcomes_total",
         "Sagas settled, by outcome (completed|failed) and failure reason"
+    );
+    metrics::describe_histogram!(
+        "saga_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from an order's placement to its saga's outcome, by outcome"
     );
 }
 

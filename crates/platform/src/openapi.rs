@@ -58,3 +58,23 @@ pub struct ReadinessDoc {
     pub status: String,
     pub dependencies: Vec<DependencyDoc>,
 }
+
+/// The 401 of every operation that needs a bearer token, declared once: list it in an
+/// operation's `responses(…, platform::openapi::Unauthorized, …)`.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "No valid bearer token (`WWW-Authenticate` says why)",
+    content_type = "application/problem+json"
+)]
+pub struct Unauthorized(#[allow(dead_code)] ProblemDoc);
+
+/// The 422 of a paginated list whose only rule beyond its cursor is the page size
+/// ([`crate::pagination`]), declared once.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 422,
+    description = "`limit` out of 1..=1000",
+    content_type = "application/problem+json"
+)]
+pub struct InvalidLimit(#[allow(dead_code)] ProblemDoc);

@@ -3,9 +3,14 @@
 //!
 //! - a connection must send a request's headers within `header_read_timeout` (hyper's own timer,
 //!   which also closes a kept-alive connection that stays idle that long);
-//! - a body over `body_limit` is refused with 413: at once when its `Content-Length` says so,
-//!   otherwise as soon as the bytes read pass the limit, so no body is ever held whole; a body
-//!   that pauses longer than `body_read_timeout` between two pieces fails;
+//! - a body is read to its end before the routes see it, and it is bounded while it is read: over
+//!   `body_limit` it is 413, at once when its `Content-Length` says so, otherwise as soon as the
+//!   bytes read pass the limit; a body that pauses longer than `body_read_timeout` between two
+//!   pieces is 408, one that breaks off is 400. Reading it first means no answer ever leaves
+//!   unread input on the connection: a route that answers without looking at the body (a 405,
+//!   a 401) would otherwise make hyper close the connection, and a client still sending (the
+//!   gateway's pooled connection) would find it reset instead of reading the answer. A body
+//!   the server refuses is read on and dropped in the background for the same reason;
 //! - an answer that has not started within `request_timeout` is 504;
 //! - past `max_in_flight` requests a request is shed at once with 503 and `Retry-After` (a queue
 //!   would only make every waiting client later);
@@ -149,7 +154,10 @@ fn stack(settings: &HttpSettings, app: axum::Router) -> Stack {
     };
     let service = ServiceBuilder::new()
         .map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new))
-        .layer(axum::middleware::from_fn(refuse_before_routing))
+        .layer(axum::middleware::from_fn_with_state(
+            bounds,
+            refuse_before_routing,
+        ))
         .layer(axum::error_handling::HandleErrorLayer::new(
             |error: BoxError| async move { answer_layer_error(error) },
         ))
@@ -181,9 +189,14 @@ fn ambiguous_path(path: &str) -> bool {
         })
 }
 
-async fn refuse_before_routing(request: Request, next: Next) -> Response {
+async fn refuse_before_routing(
+    State(bounds): State<BodyBounds>,
+    request: Request,
+    next: Next,
+) -> Response {
     if crate::metrics::known_method(request.method()).is_none() {
         refused("unknown_method");
+        discard_after_answer(request, bounds);
         let mut response = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
@@ -197,6 +210,7 @@ async fn refuse_before_routing(request: Request, next: Next) -> Response {
     }
     if ambiguous_path(request.uri().path()) {
         refused("path");
+        discard_after_answer(request, bounds);
         return Problem::bad_request(
             "paths may not contain dot segments or encoded slashes or backslashes",
         )
@@ -256,9 +270,8 @@ struct BodyBounds {
     total: Duration,
 }
 
-/// Refuses a declared length over the limit before reading anything, and makes the body fail
-/// (rather than grow or wait) past the limit or after a pause longer than allowed. Whoever
-/// reads it, an extractor or the gateway's forwarding, sees the failure as it streams.
+/// Refuses a declared length over the limit before reading anything, then reads the body to
+/// its end within the bounds and hands the routes the whole of it (at most `limit` bytes).
 async fn bound_body(State(bounds): State<BodyBounds>, request: Request, next: Next) -> Response {
     let _in_flight = InFlight::start();
     let declared = request
@@ -268,33 +281,102 @@ async fn bound_body(State(bounds): State<BodyBounds>, request: Request, next: Ne
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > u64::try_from(bounds.limit).unwrap_or(u64::MAX)) {
         refused("too_large");
-        let (parts, body) = request.into_parts();
-        // A client that asked to continue waits for this answer and sends nothing.
-        let waits = parts
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if !waits {
-            tokio::spawn(discard(body, bounds));
-        }
+        discard_after_answer(request, bounds);
         return too_large().into_response();
     }
-    let request = request.map(|body| {
-        Body::new(http_body_util::Limited::new(
-            tower_http::timeout::TimeoutBody::new(bounds.pause, body),
-            bounds.limit,
-        ))
-    });
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    match read_whole(body, bounds).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err((failure, rest)) => {
+            if let BodyFailure::TooLarge = failure {
+                refused("too_large");
+                tokio::spawn(discard(rest, bounds));
+            }
+            failure.problem().into_response()
+        }
+    }
 }
 
-/// What [`discard`] reads at most after a 413, in bytes.
+/// Why a body could not be read whole.
+#[derive(Debug, Clone, Copy)]
+enum BodyFailure {
+    TooLarge,
+    TooSlow,
+    BrokenOff,
+}
+
+impl BodyFailure {
+    fn problem(self) -> Problem {
+        match self {
+            Self::TooLarge => too_large(),
+            Self::TooSlow => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request body arrived too slowly",
+            ),
+            Self::BrokenOff => Problem::bad_request("the request body was broken off"),
+        }
+    }
+}
+
+/// The body's bytes, read piece by piece: never more than `limit` of them held, and no pause
+/// between two pieces longer than `pause`. On failure, what is left of the body comes back so
+/// that the client's remaining bytes can still be read off the connection.
+async fn read_whole(
+    body: Body,
+    bounds: BodyBounds,
+) -> Result<axum::body::Bytes, (BodyFailure, Body)> {
+    use http_body_util::BodyExt as _;
+    let mut body = Box::pin(tower_http::timeout::TimeoutBody::new(bounds.pause, body));
+    let mut bytes = Vec::new();
+    loop {
+        match body.frame().await {
+            None => return Ok(bytes.into()),
+            Some(Ok(frame)) => {
+                // Trailers carry nothing the routes read.
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.len() > bounds.limit.saturating_sub(bytes.len()) {
+                    return Err((BodyFailure::TooLarge, Body::new(body)));
+                }
+                bytes.extend_from_slice(&data);
+            }
+            Some(Err(error)) => {
+                let failure = if error.is::<tower_http::timeout::TimeoutError>() {
+                    BodyFailure::TooSlow
+                } else {
+                    BodyFailure::BrokenOff
+                };
+                return Err((failure, Body::empty()));
+            }
+        }
+    }
+}
+
+/// An answer goes out before the body was read: read it on in the background, unless the
+/// client asked to continue (it then waits for this answer and sends nothing).
+fn discard_after_answer(request: Request, bounds: BodyBounds) {
+    let (parts, body) = request.into_parts();
+    let waits = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits {
+        tokio::spawn(discard(body, bounds));
+    }
+}
+
+/// What [`discard`] reads at most after a refusal, in bytes.
 const DISCARD_LIMIT: usize = 16 << 20;
 
-/// Reads and drops what the client still sends after its 413 (up to [`DISCARD_LIMIT`] bytes,
-/// with the usual pause and time bounds), keeping none of it. A client that writes its whole
-/// body before it reads the answer then reads the 413: closing a connection with unread input
-/// resets it, and the client would see a broken pipe instead.
+/// Reads and drops what the client still sends after it was refused (up to [`DISCARD_LIMIT`]
+/// bytes, with the usual pause and time bounds), keeping none of it. A client that writes its
+/// whole body before it reads the answer then reads the answer: closing a connection with
+/// unread input resets it, and the client would see a broken pipe instead.
 async fn discard(body: Body, bounds: BodyBounds) {
     use http_body_util::BodyExt as _;
     let mut body = std::pin::pin!(http_body_util::Limited::new(

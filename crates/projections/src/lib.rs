@@ -65,6 +65,7 @@
 pub mod facts;
 pub mod http;
 pub mod live;
+pub mod ops;
 pub mod orders;
 pub mod products;
 pub mod rebuild;
@@ -128,10 +129,20 @@ impl Projections {
         .context("creating the orders and dead-letter topics")?;
         let verifier = platform::auth::Verifier::from_settings(&settings.auth)
             .context("loading the token verification keys")?;
+        let ops = ops::OpsState::new(settings, products_model.clone(), orders_model.clone());
         let routes = http::routes(http::AppState {
             products: Arc::new(products_model.clone()),
             orders: Arc::new(orders_model.clone()),
         })
+        .merge(
+            axum::Router::new()
+                .route("/api/ops/read-models", axum::routing::get(ops::read_models))
+                .route(
+                    "/api/ops/read-models/rebuild",
+                    axum::routing::post(ops::rebuild),
+                )
+                .with_state(ops),
+        )
         .layer(axum::Extension(verifier));
         let server = Server::bind(&settings.http, port, routes).await?;
         let products = Projection::new(&settings.kafka, products_config, products_model)?;

@@ -380,3 +380,13 @@ fn lag_now(consumer: &StreamConsumer, topic: &str) -> Result<HashMap<i32, i64>, 
     }
     Ok(lags)
 }
+
+/// A read model's generations (see the crate docs): the one reports read and, while a rebuild
+/// runs, the one it builds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Generations {
+    /// `0` before any rebuild.
+    pub current: String,
+    pub building: Option<String>,
+}

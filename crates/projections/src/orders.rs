@@ -24,7 +24,7 @@ use mongodb::{Client, Collection, Database};
 use serde::Serialize;
 
 use crate::facts::{Change, Fact};
-use crate::live::{Applied, ReadModel, StoreError};
+use crate::live::{Applied, Generations, ReadModel, StoreError};
 
 const META: &str = "projection_meta";
 const META_ID: &str = "orders";
@@ -44,12 +44,6 @@ pub struct OrdersReport {
 #[derive(Clone)]
 pub struct OrdersModel {
     database: Database,
-}
-
-#[derive(Debug, Default)]
-struct Generations {
-    current: String,
-    building: Option<String>,
 }
 
 impl OrdersModel {
@@ -88,7 +82,8 @@ impl OrdersModel {
         self.database.collection(META)
     }
 
-    async fn generations(&self) -> Result<Generations, StoreError> {
+    /// The current generation, and the one a running rebuild builds.
+    pub async fn generations(&self) -> Result<Generations, StoreError> {
         let meta = self
             .meta()
             .find_one(doc! { "_id": META_ID })

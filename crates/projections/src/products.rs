@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::facts::{Change, Fact};
-use crate::live::{Applied, ReadModel, StoreError};
+use crate::live::{Applied, Generations, ReadModel, StoreError};
 
 /// Applies a batch: `ARGV = [base, target, (messageId, nLines, (product, price, qty)*)*]`.
 /// `target` empty: live (current + building); else a rebuild's generation, which must still be
@@ -161,6 +161,22 @@ impl ProductsModel {
             .await
             .map_err(StoreError::redis)?;
         Ok(manager.clone())
+    }
+
+    /// The current generation, and the one a running rebuild builds.
+    pub async fn generations(&self) -> Result<Generations, StoreError> {
+        let mut con = self.connection().await?;
+        let (current, building): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(format!("{}:meta", self.base))
+            .arg("current")
+            .arg("building")
+            .query_async(&mut con)
+            .await
+            .map_err(StoreError::redis)?;
+        Ok(Generations {
+            current: current.unwrap_or_else(|| "0".to_owned()),
+            building,
+        })
     }
 
     /// `PING`, for readiness.

@@ -41,8 +41,36 @@ impl Targets {
     }
 }
 
+/// How far a running rebuild got, for whoever watches it (`ops`). Counted as each page of
+/// events is written.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub events_read: std::sync::atomic::AtomicU64,
+    pub completed: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn now(&self) -> Rebuilt {
+        use std::sync::atomic::Ordering::Relaxed;
+        Rebuilt {
+            events_read: self.events_read.load(Relaxed),
+            completed: self.completed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+        }
+    }
+
+    fn set(&self, done: &Rebuilt) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.events_read.store(done.events_read, Relaxed);
+        self.completed.store(done.completed, Relaxed);
+        self.failed.store(done.failed, Relaxed);
+    }
+}
+
 /// What a rebuild did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Rebuilt {
     pub events_read: u64,
     pub completed: u64,
@@ -66,6 +94,7 @@ pub async fn rebuild(
     order_pool: &PgPool,
     products: Option<&ProductsModel>,
     orders: Option<&OrdersModel>,
+    progress: &Progress,
 ) -> anyhow::Result<Rebuilt> {
     let redis_generation = match products {
         Some(m) => Some(
@@ -146,6 +175,7 @@ pub async fn rebuild(
         if let Some(last) = page.last() {
             after = last.position();
         }
+        progress.set(&done);
     }
 
     if let (Some(m), Some(g)) = (products, &redis_generation) {
@@ -181,5 +211,11 @@ pub async fn run(
     } else {
         None
     };
-    rebuild(&pool, products.as_ref(), orders.as_ref()).await
+    rebuild(
+        &pool,
+        products.as_ref(),
+        orders.as_ref(),
+        &Progress::default(),
+    )
+    .await
 }

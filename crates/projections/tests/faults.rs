@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "projections/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

@@ -16,7 +16,9 @@
 //! (default 3), `BENCH_DIRECT=1` bypasses the gateway, `BENCH_RATE=N` runs one phase at N
 //! orders/s instead of the search (for profiling), and the components inherit the environment
 //! (so `TOKIO_WORKER_THREADS=1` sizes their runtimes). Each stack's topics and databases are
-//! removed when it is done with; `BENCH_KEEP=1` keeps them, to inspect.
+//! removed when it is done with; `BENCH_KEEP=1` keeps them, to inspect. `BENCH_CONSOLE=1` keeps
+//! an operator's console overview open on every stack, live (server-sent events every two
+//! seconds), to measure what watching costs the saga.
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path. Orders are placed
@@ -405,10 +407,46 @@ async fn fresh_stack() -> anyhow::Result<(Arc<Stack>, PgPool)> {
     sqlx::query("UPDATE products SET available = 100000000")
         .execute(&stack.pool("stock").await)
         .await?;
+    if std::env::var_os("BENCH_CONSOLE").is_some() {
+        watch_console(&stack).await?;
+    }
     // Warm-up: connections, consumer assignments, caches.
     open_loop(&stack, 50.0, 2.0).await?;
     drain(&orders).await?;
     Ok((stack, orders))
+}
+
+/// Signs in to the console as an operator and keeps its live overview open (reading the stream
+/// and dropping it) until the stack goes away.
+async fn watch_console(stack: &Stack) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let token = common::stack::operator_token();
+    let signed_in = client
+        .post(stack.api("/console/login"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await?;
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("the console gave no session: {}", signed_in.status()))?
+        .to_owned();
+    let mut events = client
+        .get(stack.api("/console/events?view=overview"))
+        .header("cookie", cookie)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        events.status().is_success(),
+        "live overview: {}",
+        events.status()
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = events.chunk().await {} });
+    Ok(())
 }
 
 #[tokio::main]

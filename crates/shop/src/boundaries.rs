@@ -8,29 +8,48 @@ use std::process::Command;
 
 /// Each workspace crate and the workspace crates its normal (non-dev) dependencies may name.
 /// Services (`order`, `stock`, `payment`) never depend on each other; the gateway names them
-/// only for their OpenAPI documents, the projections name `order` only for its event store.
-const ALLOWED: [(&str, &[&str]); 10] = [
+/// (and the projections) only for their OpenAPI documents, the projections name `order` only
+/// for its event store.
+/// The console reads the system through its topics and the services' HTTP APIs only.
+const ALLOWED: [(&str, &[&str]); 12] = [
     ("contracts", &[]),
     ("platform", &[]),
     ("test-support", &["platform"]),
     ("messaging", &["contracts", "platform"]),
-    ("order", &["contracts", "messaging", "platform"]),
-    ("stock", &["contracts", "messaging", "platform"]),
-    ("payment", &["contracts", "messaging", "platform"]),
+    ("service", &["messaging", "platform"]),
+    ("order", &["contracts", "messaging", "platform", "service"]),
+    ("stock", &["contracts", "messaging", "platform", "service"]),
+    (
+        "payment",
+        &["contracts", "messaging", "platform", "service"],
+    ),
     (
         "projections",
         &["contracts", "messaging", "order", "platform"],
     ),
-    ("gateway", &["order", "payment", "platform", "stock"]),
+    ("console", &["contracts", "messaging", "platform"]),
+    (
+        "gateway",
+        &[
+            "console",
+            "order",
+            "payment",
+            "platform",
+            "projections",
+            "stock",
+        ],
+    ),
     (
         "shop",
         &[
+            "console",
             "gateway",
             "messaging",
             "order",
             "payment",
             "platform",
             "projections",
+            "service",
             "stock",
         ],
     ),
@@ -150,14 +169,19 @@ fn the_projections_read_the_order_service_only_through_its_event_store_and_contr
 #[test]
 fn the_gateway_takes_only_the_services_openapi_documents() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src");
-    for service in ["order", "stock", "payment"] {
+    for (service, document) in [
+        ("order", "http::openapi()"),
+        ("stock", "http::openapi()"),
+        ("payment", "http::openapi()"),
+        ("projections", "ops::openapi()"),
+    ] {
         let needle = format!("{service}::");
         let reaches: Vec<String> = mentions(&src, &needle)
             .into_iter()
             .filter(|line| {
                 line.split(needle.as_str())
                     .skip(1)
-                    .any(|after| !after.starts_with("http::openapi()"))
+                    .any(|after| !after.starts_with(document))
             })
             .collect();
         assert!(
@@ -165,4 +189,107 @@ fn the_gateway_takes_only_the_services_openapi_documents() {
             "the gateway uses more of {service} than its OpenAPI document: {reaches:#?}"
         );
     }
+}
+
+/// The console reads each consumer group's lag on the topics the group reads: its table must
+/// be the services' own subscriptions, or a lag would go unseen.
+#[test]
+fn the_console_watches_every_consumer_group_on_the_topics_it_reads() {
+    let settings = platform::Settings::load().unwrap_or_else(|e| panic!("{e}"));
+    let db = &settings.postgres.databases;
+    let mut services: BTreeMap<String, BTreeSet<String>> = [
+        order::definition(&db.order, 0).consumer,
+        stock::definition(&settings, &db.stock, 0).consumer,
+        payment::definition(&settings, &db.payment, 0).consumer,
+    ]
+    .into_iter()
+    .map(|c| (c.name, c.topics.into_iter().collect()))
+    .collect();
+    for store in [projections::REDIS_CONSUMER, projections::MONGO_CONSUMER] {
+        services.insert(
+            store.to_owned(),
+            [contracts::topics::ORDERS.to_owned()].into(),
+        );
+    }
+    let console: BTreeMap<String, BTreeSet<String>> = console::lag::GROUPS
+        .iter()
+        .map(|(group, topics)| {
+            (
+                (*group).to_owned(),
+                topics.iter().map(|t| (*t).to_owned()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(console, services);
+}
+
+/// The console's journey expects an inbox row from each consumer for each message type, except
+/// those its handler ignores: its table must be the handlers' own `ignores`.
+#[test]
+fn the_console_knows_which_messages_each_consumer_ignores() {
+    use messaging::consumer::{Handler as _, IncomingMessage};
+    let message = |topic: &str, kind: &str| IncomingMessage {
+        topic: topic.to_owned(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        message_type: kind.to_owned(),
+        schema_version: 1,
+        payload: Vec::new(),
+        metadata: messaging::outbox::Metadata {
+            message_id: uuid::Uuid::nil(),
+            correlation_id: uuid::Uuid::nil(),
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+        },
+    };
+    use contracts::topics::{CATALOG, ORDERS, PAYMENTS, STOCK};
+    let types: [(&str, &[&str]); 4] = [
+        (
+            ORDERS,
+            &[
+                "OrderPlaced",
+                "OrderLinesChanged",
+                "OrderCompleted",
+                "OrderFailed",
+            ],
+        ),
+        (
+            STOCK,
+            &["StockReserved", "StockReservationFailed", "StockReleased"],
+        ),
+        (PAYMENTS, &["PaymentCaptured", "PaymentDeclined"]),
+        (CATALOG, &["ProductChanged"]),
+    ];
+    let settings = platform::Settings::load().unwrap_or_else(|e| panic!("{e}"));
+    let ignores = |consumer: &str, m: &IncomingMessage| match consumer {
+        "order" => order::consumer::OrderHandler.ignores(m),
+        "stock" => stock::handler::StockHandler.ignores(m),
+        "payment" => payment::handler::PaymentHandler {
+            starting_credit: settings.payment.starting_credit,
+        }
+        .ignores(m),
+        other => panic!("unknown consumer {other}"),
+    };
+    let mut ignored = Vec::new();
+    for (consumer, topics) in console::lag::GROUPS {
+        if consumer.starts_with("projections") {
+            continue;
+        }
+        for (topic, kinds) in types {
+            if !topics.contains(&topic) {
+                continue;
+            }
+            for kind in kinds {
+                if ignores(consumer, &message(topic, kind)) {
+                    ignored.push((*consumer, *kind));
+                }
+            }
+        }
+    }
+    ignored.sort_unstable();
+    let mut expected = console::journey::IGNORED.to_vec();
+    expected.sort_unstable();
+    assert_eq!(ignored, expected);
 }

@@ -6,9 +6,9 @@ mod boundaries;
 
 use anyhow::Context;
 use messaging::consumer::Handler;
-use messaging::service::{Definition, Service};
 use platform::Settings;
 use platform::shutdown::Shutdown;
+use service::{Definition, Service};
 
 const USAGE: &str = "usage: shop COMPONENT
 
@@ -23,6 +23,9 @@ components:
   token ROLE [UUID]
              print a bearer token (one hour) for ROLE (customer, viewer or ops), signed with
              the local private key; with no UUID a new customer id is made
+  login-url [NAME]
+             print a one-time sign-in link to the console for operator NAME (default:
+             $USER), valid for an hour, signed with the local private key
 
 Settings come from SHOP_* variables (see crates/platform/src/settings.rs).";
 
@@ -37,6 +40,9 @@ async fn main() -> anyhow::Result<()> {
     if component == "token" {
         // Before telemetry: standard output carries the token and nothing else.
         return token(&settings);
+    }
+    if component == "login-url" {
+        return login_url(&settings);
     }
     platform::telemetry::init_component(&settings.telemetry, &component);
 
@@ -101,6 +107,27 @@ fn token(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `shop login-url [NAME]`: prints a console sign-in link with an `ops` token for NAME. The
+/// token's `jti` makes the link good for one sign-in (`console::session`).
+fn login_url(settings: &Settings) -> anyhow::Result<()> {
+    use platform::auth::{Role, Signer};
+    let name = std::env::args()
+        .nth(2)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".to_owned());
+    let signer = Signer::from_settings(&settings.auth).context("loading the signing key")?;
+    let token = signer.token_for(&name, &[Role::Ops], std::time::Duration::from_secs(3600))?;
+    let host = match settings.http.gateway_host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1",
+        host => host,
+    };
+    println!(
+        "http://{host}:{}/console/login?token={token}",
+        settings.http.gateway_port
+    );
+    Ok(())
+}
+
 async fn serve<H: Handler>(
     settings: &Settings,
     definition: Definition<H>,
@@ -112,7 +139,10 @@ async fn serve<H: Handler>(
 }
 
 async fn gateway(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    let routes = gateway::routes(gateway::Upstreams::from_settings(settings))?;
+    // The console is served by the entry point, from this process (`console` says why).
+    let console = console::Console::build(settings).await?;
+    let routes =
+        gateway::routes(gateway::Upstreams::from_settings(settings))?.merge(console.routes());
     // The entry point listens where clients reach it; the components stay on `http.host`.
     let mut http = settings.http.clone();
     http.host.clone_from(&settings.http.gateway_host);

@@ -30,8 +30,8 @@ pub fn definition(
     _settings: &platform::Settings,
     database: &str,
     port: u16,
-) -> messaging::service::Definition<handler::StockHandler> {
-    messaging::service::Definition {
+) -> service::Definition<handler::StockHandler> {
+    service::Definition {
         database: database.to_owned(),
         migrations: &MIGRATIONS,
         port,

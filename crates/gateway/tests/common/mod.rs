@@ -6,10 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use messaging::service::Service;
 use platform::Settings;
 use platform::shutdown::Trigger;
 use serde_json::{Value, json};
+use service::Service;
 use sqlx::PgPool;
 use test_support::{TestDatabase, eventually};
 use uuid::Uuid;

@@ -21,6 +21,7 @@
 
 pub mod doc;
 mod errors;
+pub mod ops;
 mod requests;
 
 use std::collections::HashMap;
@@ -73,6 +74,7 @@ pub fn routes(pool: PgPool, doorbell: Doorbell) -> Router {
     Router::new()
         .route("/api/orders", post(place_order).get(list_orders))
         .route("/api/orders/{order_id}", get(get_order))
+        .route("/api/ops/orders/stuck", get(ops::list_stuck))
         .route("/api/orders/{order_id}/events", get(get_events))
         .route("/api/orders/{order_id}/items", post(add_item))
         .route(
@@ -200,7 +202,7 @@ async fn price(
         (status = 201, description = "The order was placed (or, for a retried key, had been)", body = doc::Order,
             headers(("Location" = String, description = "/api/orders/{orderId}"))),
         (status = 400, description = "Malformed JSON, wrong types or a malformed `Idempotency-Key`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a customer, or `customerId` names another customer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "`price-changed`: a stated `unitPrice` is not the current price; `idempotency-key-reused`: the key was used for a different request", body = doc::PriceChanged, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -279,9 +281,9 @@ fn created(executed: &Executed) -> Result<Response, ApiError> {
         (status = 200, description = "At most `limit` orders, newest first", body = Vec<doc::Order>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `customerId`, `status`, `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Neither customer nor viewer, or a customer naming another customer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -334,7 +336,7 @@ async fn list_orders(
     params(("orderId" = Uuid, Path, description = "The order")),
     responses(
         (status = 200, description = "The order", body = doc::Order),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Neither customer nor viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order (or another customer's)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -370,10 +372,10 @@ async fn get_order(
         (status = 200, description = "Its events in version order, at most `limit`", body = Vec<doc::Event>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Neither customer nor viewer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order (or another customer's)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The order store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -418,7 +420,7 @@ async fn get_events(
     responses(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed JSON or wrong types", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a customer (a viewer changes no order)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order (or another customer's)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The order is no longer pending (completed or failed), was changed too often (`too-many-changes`), or a stated `unitPrice` is not the current price (`price-changed`, with `productId` and `currentPrice`)", body = doc::PriceChanged, content_type = "application/problem+json"),
@@ -466,7 +468,7 @@ async fn add_item(
     responses(
         (status = 200, description = "The order after the change", body = doc::Order),
         (status = 400, description = "Malformed product id or quantity", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "Not a customer (a viewer changes no order)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such order (or another customer's)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "Not pending, changed too often (`too-many-changes`), fewer units held than asked, or the order would be empty", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -583,7 +585,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(place_order, list_orders, get_order, get_events, add_item, remove_item),
+    paths(place_order, list_orders, get_order, get_events, add_item, remove_item, ops::list_stuck),
     components(schemas(
         PlaceOrderRequest,
         ItemRequest,
@@ -593,10 +595,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         doc::OrderStatus,
         doc::FailureReason,
         doc::PriceChanged,
+        crate::stuck::StuckOrder,
         platform::openapi::ProblemDoc,
         platform::openapi::FieldErrorDoc,
     )),
-    tags((name = "orders", description = "Placing, changing and reading orders"))
+    tags(
+        (name = "orders", description = "Placing, changing and reading orders"),
+        (name = "operations", description = "What operators read and do (viewer reads, ops acts)"),
+    )
 )]
 struct ApiDoc;
 

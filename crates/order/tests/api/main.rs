@@ -15,3 +15,4 @@ mod migrations;
 mod orders;
 mod pages;
 mod saga;
+mod stuck;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, item};
 
-fn incoming<M: Contract>(order_id: Uuid, message: &M) -> IncomingMessage {
+pub(crate) fn incoming<M: Contract>(order_id: Uuid, message: &M) -> IncomingMessage {
     IncomingMessage {
         topic: M::TOPIC.to_owned(),
         partition: 0,

@@ -11,7 +11,8 @@ use test_support::{eventually, unique};
 
 pub const COMPONENTS: [&str; 4] = ["order", "stock", "payment", "gateway"];
 
-/// One copy of the system: four `shop` processes with their own databases and topics.
+/// One copy of the system: four `shop` processes with their own databases and topics (the
+/// gateway's is the console's).
 pub struct Stack {
     pub prefix: String,
     pub client: reqwest::Client,
@@ -72,14 +73,18 @@ impl Stack {
                 format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
                 port.to_string(),
             ));
-            if component != "gateway" {
-                let database = format!("test_{id}_{component}");
-                env.push((
-                    format!("SHOP_POSTGRES__DATABASES__{}", component.to_uppercase()),
-                    database.clone(),
-                ));
-                databases.insert(component, database);
-            }
+            // The gateway's database is the console's.
+            let owner = if component == "gateway" {
+                "console"
+            } else {
+                component
+            };
+            let database = format!("test_{id}_{owner}");
+            env.push((
+                format!("SHOP_POSTGRES__DATABASES__{}", owner.to_uppercase()),
+                database.clone(),
+            ));
+            databases.insert(owner, database);
         }
         // The projections run only in the stacks that ask for them (`start_with`); they get a
         // port either way, for the gateway to route the reports to, and a Redis key prefix and
@@ -181,6 +186,17 @@ impl Stack {
     /// The gateway's URL for `path`.
     pub fn api(&self, path: &str) -> String {
         self.url("gateway", path)
+    }
+
+    /// Runs `shop ARGS` with the stack's settings and returns what it printed.
+    pub fn shop(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "shop {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
     }
 
     /// Starts a component's process and waits until it answers.
@@ -464,4 +480,9 @@ pub fn item(product: i64, quantity: i64) -> Value {
 /// A line as an order shows it, with the price it was placed at.
 pub fn line(product: i64, quantity: i64, price: &str) -> Value {
     json!({ "productId": product, "quantity": quantity, "unitPrice": price })
+}
+
+/// A fresh operator token (its own `jti`, so it can sign in to the console once).
+pub fn operator_token() -> String {
+    test_support::token(uuid::Uuid::new_v4(), &[platform::auth::Role::Ops])
 }

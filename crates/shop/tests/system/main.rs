@@ -7,7 +7,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod console;
+mod dead_letters;
 mod hostile;
 mod load;
 mod replay;
 mod saga;
+mod token;

@@ -142,7 +142,7 @@ fn store_error(what: &str, error: catalog::Error) -> Problem {
         (status = 200, description = "The products, at most `limit`", body = Vec<Product>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The stock store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -175,7 +175,7 @@ pub(super) async fn list(
         (status = 200, description = "The product was changed, or already was so", body = Product),
         (status = 201, description = "The product was added", body = Product),
         (status = 400, description = "Malformed JSON, wrong types, or a product id that is not an integer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has no ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The product's version cannot grow further", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "The body is too large", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -270,7 +270,7 @@ pub(super) async fn put(
     responses(
         (status = 200, description = "The product with its new units", body = Product),
         (status = 400, description = "Malformed JSON, wrong types, or a product id that is not an integer", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has no ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The units available would exceed 2147483647", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),

@@ -34,9 +34,9 @@ pub struct StockView {
         (status = 200, description = "The products, at most `limit`", body = Vec<StockView>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The stock store is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]

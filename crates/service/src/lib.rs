@@ -9,9 +9,9 @@ use platform::supervise::Part;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
-use crate::consumer::{Consumer, ConsumerConfig, ConsumerStats, Handler};
-use crate::doorbell::Doorbell;
-use crate::relay::{Relay, RelayConfig};
+use messaging::consumer::{Consumer, ConsumerConfig, ConsumerStats, Handler};
+use messaging::doorbell::Doorbell;
+use messaging::relay::{Relay, RelayConfig};
 
 /// What makes one service: its database, migrations, routes, and what it consumes.
 pub struct Definition<H: Handler> {
@@ -42,11 +42,11 @@ impl<H: Handler> Service<H> {
         let pool = platform::postgres::connect(&settings.postgres, database)
             .await
             .with_context(|| format!("connecting to PostgreSQL database {database}"))?;
-        crate::migrator(definition.migrations)
+        messaging::migrator(definition.migrations)
             .run(&pool)
             .await
             .with_context(|| format!("migrating {database}"))?;
-        crate::topics::ensure(&settings.kafka, &crate::topics::ALL)
+        messaging::topics::ensure(&settings.kafka, &messaging::topics::ALL)
             .await
             .context("creating the Kafka topics")?;
         let relay = Relay::new(&settings.kafka, pool.clone(), definition.relay)?;
@@ -54,7 +54,15 @@ impl<H: Handler> Service<H> {
         // (`platform::auth`); the health route takes none.
         let verifier = platform::auth::Verifier::from_settings(&settings.auth)
             .context("loading the token verification keys")?;
+        let inbox = messaging::ops::InboxState {
+            pool: pool.clone(),
+            consumer: definition.consumer.name.clone(),
+        };
         let routes = (definition.routes)(pool.clone(), relay.doorbell())
+            .route(
+                "/api/ops/inbox",
+                axum::routing::get(messaging::ops::inbox).with_state(inbox),
+            )
             .layer(axum::Extension(verifier))
             .route(
                 "/health/ready",

@@ -2,7 +2,7 @@
 //! messages in the dead-letter topic without stopping: a panic, a violated constraint, a
 //! failure on every attempt; one stuck partition holds back no other.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

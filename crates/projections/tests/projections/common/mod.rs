@@ -40,7 +40,9 @@ impl World {
         settings.redis.key_prefix = format!("{}:", unique("test"));
         settings.mongodb.database = unique("test");
         let db = TestDatabase::create().await.unwrap();
-        let service = messaging::service::Service::build(&settings, order::definition(&db.name, 0))
+        // A rebuild started over HTTP reads this world's event store.
+        settings.postgres.databases.order.clone_from(&db.name);
+        let service = service::Service::build(&settings, order::definition(&db.name, 0))
             .await
             .unwrap();
         let (order_trigger, shutdown) = platform::shutdown::channel();

@@ -1,6 +1,6 @@
 //! The relay publishes committed outbox rows, and only those, with their metadata as headers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! `shop token ROLE [UUID]` (behind `./dev token`) prints one token that the services' verifier
-//! accepts, and nothing else on standard output.
+//! accepts, and nothing else on standard output; `shop login-url` (behind `./dev up` and
+//! `./dev login`) one console sign-in link.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -17,8 +18,11 @@ fn key(name: &str) -> String {
 }
 
 fn shop_token(args: &[&str]) -> Output {
+    shop(&[&["token"], args].concat())
+}
+
+fn shop(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("token")
         .args(args)
         .env("SHOP_AUTH__PRIVATE_KEY_FILE", key("ed25519-a.pem"))
         .output()
@@ -87,4 +91,29 @@ fn an_unknown_role_or_a_bad_uuid_prints_no_token() {
         assert!(!output.status.success(), "{args:?}");
         assert!(output.stdout.is_empty(), "{args:?}");
     }
+}
+
+#[tokio::test]
+async fn a_login_link_carries_an_operator_token_of_its_own() {
+    let link = the_line(&shop(&["login-url", "ada"]));
+    let (address, token) = link
+        .split_once("/console/login?token=")
+        .expect("a console link");
+    assert!(address.starts_with("http://127.0.0.1:"), "{link}");
+    let identity = verifier().verify(token).await.expect("accepted");
+    assert_eq!(identity.name, "ada");
+    assert!(identity.has(Role::Ops));
+    // Each link is a token with a `jti` of its own: the console lets each sign in once.
+    let jti = |token: &str| {
+        use base64::Engine as _;
+        let claims = token.split('.').nth(1).expect("a JWT");
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .expect("base64url");
+        let claims: serde_json::Value = serde_json::from_slice(&claims).expect("JSON");
+        claims["jti"].as_str().expect("a jti").to_owned()
+    };
+    let other = the_line(&shop(&["login-url", "ada"]));
+    let (_, other) = other.split_once("?token=").expect("a console link");
+    assert_ne!(jti(token), jti(other));
 }

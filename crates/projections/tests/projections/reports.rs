@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
 use test_support::{eventually, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,19 +165,34 @@ async fn a_rebuild_during_load_ends_with_exact_reports() {
     })
     .await
     .unwrap();
-    let rebuilt =
-        projections::rebuild::rebuild(world.pool(), Some(&world.products), Some(&world.orders))
-            .await
-            .unwrap();
+    let progress = projections::rebuild::Progress::default();
+    let rebuilt = projections::rebuild::rebuild(
+        world.pool(),
+        Some(&world.products),
+        Some(&world.orders),
+        &progress,
+    )
+    .await
+    .unwrap();
     assert!(rebuilt.completed > 0, "{rebuilt:?}");
+    assert_eq!(
+        progress.now(),
+        rebuilt,
+        "the progress ends at what was done"
+    );
     more.await.unwrap();
     world.assert_reports_exact(SETTLE).await;
 
     // A second rebuild when all is quiet changes nothing either.
     let before = world.reports().await.unwrap();
-    projections::rebuild::rebuild(world.pool(), Some(&world.products), Some(&world.orders))
-        .await
-        .unwrap();
+    projections::rebuild::rebuild(
+        world.pool(),
+        Some(&world.products),
+        Some(&world.orders),
+        &projections::rebuild::Progress::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(world.reports().await.unwrap(), before);
 }
 
@@ -347,4 +363,95 @@ fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
         left -= 1;
     }
     records
+}
+
+async fn read_models(world: &World) -> Value {
+    world
+        .get("/api/ops/read-models")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()
+}
+
+/// SYSTEM.md §11 "Read models": an operator starts a rebuild over HTTP, follows its progress,
+/// and the new generation replaces the old one with the reports unchanged; a viewer may look
+/// but not start one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_rebuilds_the_read_models_over_http_and_follows_the_progress() {
+    let world = World::new().await;
+    load(world.pool(), 20).await;
+    world.assert_reports_exact(SETTLE).await;
+    let reports = world.reports().await.unwrap();
+    let before = read_models(&world).await;
+    let current = |state: &Value, store: &str| -> String {
+        state["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["store"] == store)
+            .unwrap()["generations"]["current"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(before["rebuild"].is_null(), "{before}");
+
+    let start = |authorization: Option<String>, body: Value| {
+        let mut request = world
+            .client
+            .post(format!("{}/api/ops/read-models/rebuild", world.address))
+            .json(&body);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let all = json!({"store": "all"});
+    assert_eq!(start(None, all.clone()).await.status(), 401);
+    assert_eq!(
+        start(Some(world.viewer.clone()), all.clone())
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        start(
+            Some(test_support::operator()),
+            json!({"store": "elsewhere"})
+        )
+        .await
+        .status(),
+        400
+    );
+    let started = start(Some(test_support::operator()), all).await;
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.unwrap();
+    assert_eq!(started["store"], "all");
+    assert!(started["finishedAt"].is_null());
+
+    let after = eventually(SETTLE, "the rebuild to finish", || async {
+        let state = read_models(&world).await;
+        Ok((!state["rebuild"]["finishedAt"].is_null()).then_some(state))
+    })
+    .await
+    .unwrap();
+    let rebuild = &after["rebuild"];
+    assert!(rebuild["error"].is_null(), "{after}");
+    assert!(
+        rebuild["progress"]["completed"].as_u64().unwrap() > 0,
+        "{after}"
+    );
+    assert!(
+        rebuild["progress"]["eventsRead"].as_u64().unwrap() >= 40,
+        "{after}"
+    );
+    for store in ["redis", "mongodb"] {
+        assert_ne!(
+            current(&before, store),
+            current(&after, store),
+            "{store}: {after}"
+        );
+    }
+    assert_eq!(world.reports().await.unwrap(), reports);
 }

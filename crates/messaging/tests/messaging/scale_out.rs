@@ -1,7 +1,7 @@
 //! Two relays on one outbox and two consumers in one group: nothing lost, nothing applied twice,
 //! and per-key order kept, including across a relay hand-over.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,0 +1,324 @@
+//! The operator API over real processes, through the entry point: an order's journey across the
+//! services, the stuck list and the overview while a service is down, and the hop a stuck
+//! order waits on.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use test_support::eventually;
+use uuid::Uuid;
+
+use crate::common::stack::Stack;
+
+async fn get(stack: &Stack, path: &str) -> Value {
+    let response = stack
+        .as_operator(stack.client.get(stack.api(path)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+fn kinds(journey: &Value, kind: &str) -> Vec<String> {
+    journey["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == kind)
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["by"].as_str().unwrap(),
+                s["what"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on() {
+    let mut stack = Stack::start().await;
+    let customer = Uuid::new_v4();
+    let order = stack
+        .place(customer, json!([{"productId": 1, "quantity": 1}]))
+        .await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stack.settled(&id, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+
+    let journey = get(&stack, &format!("/api/ops/orders/{id}/journey")).await;
+    assert_eq!(
+        kinds(&journey, "event"),
+        ["order OrderPlaced", "order OrderCompleted"]
+    );
+    let messages = kinds(&journey, "message");
+    for expected in [
+        "order OrderPlaced",
+        "stock StockReserved",
+        "payment PaymentCaptured",
+        "order OrderCompleted",
+    ] {
+        assert!(
+            messages.contains(&expected.to_owned()),
+            "{expected} missing: {journey:#}"
+        );
+    }
+    let applied = kinds(&journey, "applied");
+    for expected in [
+        "stock OrderPlaced",
+        "payment StockReserved",
+        "order PaymentCaptured",
+    ] {
+        assert!(
+            applied.contains(&expected.to_owned()),
+            "{expected} missing: {journey:#}"
+        );
+    }
+    // Each message is placed on its topic, and names the message that caused it.
+    let reserved = journey["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "message" && s["what"] == "StockReserved")
+        .unwrap();
+    assert!(reserved["topic"].as_str().unwrap().ends_with("shop.stock"));
+    assert!(reserved["offset"].as_i64().is_some() && reserved["causationId"].as_str().is_some());
+    assert_eq!(
+        journey["traceId"].as_str().map(str::len),
+        Some(32),
+        "{journey:#}"
+    );
+    assert!(journey["waitingOn"].is_null());
+
+    // With payment down, an order stays pending: it is listed as stuck, and its journey says
+    // that payment has not applied the reservation.
+    stack.stop("payment").await;
+    let stuck = stack
+        .place(customer, json!([{"productId": 2, "quantity": 1}]))
+        .await;
+    let stuck_id = stuck["orderId"].as_str().unwrap().to_owned();
+    let journey = eventually(
+        Duration::from_secs(30),
+        "the order to wait on payment",
+        || {
+            let path = format!("/api/ops/orders/{stuck_id}/journey");
+            let stack = &stack;
+            async move {
+                let journey = get(stack, &path).await;
+                let waiting = journey["waitingOn"].as_str().unwrap_or_default().to_owned();
+
+                Ok(waiting
+                    .starts_with("payment has not applied StockReserved")
+                    .then_some(journey))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(journey["order"]["status"], "pending");
+    let listed = get(&stack, "/api/ops/orders/stuck?olderThan=0").await;
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [stuck_id.as_str()]);
+    let overview = get(&stack, "/api/ops/overview").await;
+    let payment = overview["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "payment")
+        .unwrap();
+    assert_eq!(payment["up"], false, "{overview:#}");
+    assert!(
+        overview["sagas"]["completed"].as_f64().unwrap() >= 1.0,
+        "{overview:#}"
+    );
+    let lagging: i64 = overview["lag"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["group"] == "payment")
+        .map(|l| l["messages"].as_i64().unwrap())
+        .sum();
+    assert!(
+        lagging >= 1,
+        "payment's group is behind by the reservation: {overview:#}"
+    );
+
+    // Back up, the order completes and leaves the stuck list.
+    stack.spawn("payment").await;
+    assert_eq!(
+        stack.settled(&stuck_id, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+    let listed = get(&stack, "/api/ops/orders/stuck?olderThan=0").await;
+    assert_eq!(listed, json!([]));
+    stack.remove().await.unwrap();
+}
+
+/// The value of `name="csrf"` in a page.
+fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a CSRF field") + marker.len();
+    let end = page[start..].find('"').unwrap() + start;
+    page[start..end].to_owned()
+}
+
+/// An operator signs in with the link `shop login-url` prints and works through the pages: the
+/// overview, an order's journey, a restock and a reprice from the catalog page, the audit.
+#[tokio::test]
+async fn an_operator_signs_in_with_the_printed_link_and_works_through_the_pages() {
+    let stack = Stack::start_with(
+        &["order", "stock", "payment", "projections", "gateway"],
+        &[],
+    )
+    .await;
+    let customer = Uuid::new_v4();
+    let order = stack
+        .place(customer, json!([{"productId": 3, "quantity": 1}]))
+        .await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    stack.settled(&id, Duration::from_secs(30)).await;
+
+    let link = stack.shop(&["login-url", "ada"]);
+    let link = link.trim();
+    let path = link
+        .split_once("/console/")
+        .map(|(_, rest)| format!("/console/{rest}"))
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client.get(stack.api(&path)).send().await.unwrap();
+    assert_eq!(form.status(), reqwest::StatusCode::OK);
+    let token = path.split_once("token=").unwrap().1;
+    let signed_in = client
+        .post(stack.api("/console/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), reqwest::StatusCode::SEE_OTHER);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: String| {
+        let (client, cookie, url) = (client.clone(), cookie.clone(), stack.api(&path));
+        async move {
+            let response = client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let overview = page("/console".to_owned()).await;
+    assert!(overview.contains("ada · ops"), "{overview}");
+    assert!(overview.contains("/console/assets/live.js"));
+    let journey = page(format!("/console/orders/{id}")).await;
+    for expected in [
+        "OrderPlaced",
+        "StockReserved",
+        "PaymentCaptured",
+        "OrderCompleted",
+        "shop.stock/",
+    ] {
+        assert!(
+            journey.contains(expected),
+            "{expected} missing from the journey page"
+        );
+    }
+
+    let catalog = page("/console/catalog".to_owned()).await;
+    let csrf = csrf_of(&catalog);
+    let before = stack.stock().await[&3].0;
+    let restocked = client
+        .post(stack.api("/console/catalog/3/restock"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("quantity", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restocked.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(stack.stock().await[&3].0, before + 7);
+    let repriced = client
+        .post(stack.api("/console/catalog/3/price"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Monitor"),
+            ("unitPrice", "455.50"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(repriced.status(), reqwest::StatusCode::SEE_OTHER);
+    let notice = repriced.headers()["location"].to_str().unwrap().to_owned();
+    assert!(notice.contains("455.50"), "{notice}");
+    let catalog = page("/console/catalog".to_owned()).await;
+    assert!(catalog.contains("455.50"), "{catalog}");
+    // Without the form's token the same request changes nothing.
+    let refused = client
+        .post(stack.api("/console/catalog/3/restock"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged"), ("quantity", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(stack.stock().await[&3].0, before + 7);
+
+    // A rebuild of the read models, started from its page and followed to its end.
+    let read_models = page("/console/read-models".to_owned()).await;
+    assert!(read_models.contains("current generation"), "{read_models}");
+    let started = client
+        .post(stack.api("/console/read-models/rebuild"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("store", "all")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), reqwest::StatusCode::SEE_OTHER);
+    let notice = started.headers()["location"].to_str().unwrap().to_owned();
+    assert!(notice.contains("started"), "{notice}");
+    eventually(Duration::from_secs(30), "the rebuild to finish", || {
+        let page = page("/console/read-models".to_owned());
+        async move { Ok(page.await.contains("finished").then_some(())) }
+    })
+    .await
+    .unwrap();
+
+    let audit = page("/console/audit".to_owned()).await;
+    assert!(
+        audit.contains("product.restock") && audit.contains("ada"),
+        "{audit}"
+    );
+    assert!(audit.contains("read-model.rebuild"), "{audit}");
+    // The link signs in once.
+    let again = client
+        .post(stack.api("/console/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::UNAUTHORIZED);
+    stack.remove().await.unwrap();
+}

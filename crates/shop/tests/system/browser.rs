@@ -3,7 +3,8 @@
 //! page, with the live sections updating the open page.
 //!
 //! With `CONSOLE_SCREENSHOTS=DIR` set, the tests also save the overview, a journey and the
-//! dead-letters page as PNGs into DIR (the README's pictures are made so, into `docs/images`).
+//! dead-letters page as PNGs into DIR, relative to the repository's root (the README's pictures
+//! are made so, into `docs/images`).
 
 use std::time::Duration;
 
@@ -103,11 +104,10 @@ async fn still_marked(browser: &Browser) -> bool {
 /// Saves a PNG of the window as `name` when `CONSOLE_SCREENSHOTS` names a directory.
 async fn screenshot(browser: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") {
+        // Tests run in the crate's directory; the root is where a person names the directory from.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         browser.set_window_size(1280, 800).await.unwrap();
-        browser
-            .screenshot(std::path::Path::new(&dir).join(name))
-            .await
-            .unwrap();
+        browser.screenshot(root.join(dir).join(name)).await.unwrap();
     }
 }
 
@@ -217,7 +217,6 @@ async fn an_operator_sees_every_component_and_watches_a_stuck_order_time_out() {
     assert!(journey.contains("failed"), "{journey}");
     assert!(!journey.contains("Waiting:"), "{journey}");
     assert_eq!(stack.order(&stuck).await["failureReason"], "timed_out");
-    screenshot(&browser, "console-journey.png").await;
 
     // Failed, it is no longer stuck.
     browser
@@ -437,6 +436,7 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
     );
     assert!(!section(&browser, "journey").await.contains("Waiting:"));
     assert_eq!(stack.order(&id).await["status"], "completed");
+    screenshot(&browser, "console-journey.png").await;
 
     // Audited under the operator's name.
     browser.goto(&stack.api("/console/audit")).await.unwrap();

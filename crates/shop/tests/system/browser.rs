@@ -134,7 +134,7 @@ async fn an_operator_sees_every_component_and_watches_a_stuck_order_time_out() {
     let mut stack = Stack::start_with(
         &["order", "stock", "payment", "projections", "gateway"],
         // Long enough to look at the order while it is pending, short enough to watch it fail.
-        &[("SHOP_SAGA__DEADLINE_SECONDS", "20")],
+        &[("SHOP_SAGA__DEADLINE_SECONDS", "30")],
     )
     .await;
     let customer = Uuid::new_v4();

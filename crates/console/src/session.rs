@@ -397,9 +397,13 @@ pub async fn guard(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: the page's address still never leaves for another
+    // site, but a browser's form posts keep their `Origin`. Under `no-referrer` a browser sends
+    // `Origin: null` with every POST, even to its own origin (Fetch, "append a request Origin
+    // header"), and the check above refuses every form of the console, sign-in included.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers
         .entry(header::CACHE_CONTROL)

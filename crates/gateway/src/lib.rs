@@ -9,7 +9,8 @@
 //! 408 and 400 are the gateway's own answers). Here the body goes to the component in one
 //! piece and the answer streams back, never held whole. Only the `/api` prefixes
 //! of the components are forwarded; their internal routes (`/metrics`, `/health/*`) are not
-//! reachable through it.
+//! reachable through it. It answers itself the system's readiness, the OpenAPI document and the
+//! API page with its script and stylesheet, which are embedded in the binary ([`openapi`]).
 //!
 //! It checks no token: `Authorization` goes to the component unchanged (it is no hop-by-hop
 //! header), and each component verifies it where the data lives (`platform::auth` says why).
@@ -104,6 +105,9 @@ pub fn routes(upstreams: Upstreams) -> anyhow::Result<Router> {
         .route("/health/ready", get(ready))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/api/docs", get(openapi::docs))
+        // The page's own files: a named route wins over the catch-all below, so they are never
+        // forwarded (and no component owns `/api/docs`).
+        .route("/api/docs/{file}", get(openapi::docs_asset))
         .route("/api/{*rest}", any(forward))
         .with_state(Gateway { upstreams, client }))
 }

@@ -1,6 +1,14 @@
 //! The system's OpenAPI 3 document, `GET /api/openapi.json`, and an interactive page over it,
 //! `GET /api/docs`.
 //!
+//! The page is Swagger UI, vendored in `assets/swagger-ui` at a pinned version and embedded in
+//! the binary: the gateway serves its script and stylesheet under `/api/docs/`, so the page
+//! works on a host without internet and runs no code fetched from elsewhere at run time
+//! (docs/decisions/0016-api-docs-page-vendored-swagger-ui.md says why Swagger UI and why
+//! vendored). Its Content-Security-Policy allows only this origin, and no inline script or
+//! style. Swagger UI's Authorize button comes from the document's `bearer` scheme: a token given
+//! there goes with every "Try it out" request of an operation that requires it.
+//!
 //! Each service describes its own routes from its code (`order::http::openapi()`, …); this
 //! module merges them and adds what the gateway answers itself (health, metrics, this document)
 //! and the reports of the projections, which are described here by hand.
@@ -12,8 +20,10 @@
 //! of its operations that has none before the merge, so it never applies to the operations of
 //! another component (the public health routes, say).
 
+use axum::extract::Path;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
+use platform::http::Problem;
 use serde::Serialize;
 use utoipa::OpenApi as _;
 use utoipa::ToSchema;
@@ -97,29 +107,121 @@ pub async fn openapi_json() -> Response {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "serialising the OpenAPI document failed");
-            platform::http::Problem::internal().into_response()
+            Problem::internal().into_response()
         }
     }
 }
 
-/// Scalar's API reference, loaded by the browser from its CDN, reading `/api/openapi.json`.
-pub async fn docs() -> Html<&'static str> {
-    Html(
-        r#"<!doctype html>
+/// The version of Swagger UI in `assets/swagger-ui` (see its README). It is part of the paths of
+/// its files, so a browser that cached one version's files for a year never mixes them with
+/// another's.
+macro_rules! swagger_ui_version {
+    () => {
+        "5.36.0"
+    };
+}
+
+/// The API page: Swagger UI over `/api/openapi.json`. Every script and style it loads is a file
+/// of [`DOCS_ASSETS`]; the icon is empty inline, so the browser asks for no `/favicon.ico`.
+const DOCS_PAGE: &str = concat!(
+    r#"<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>Shop API</title>
+  <link rel="icon" href="data:,">
+  <link rel="stylesheet" href="/api/docs/swagger-ui-"#,
+    swagger_ui_version!(),
+    r#".css">
 </head>
 <body>
-  <script id="api-reference" data-url="/api/openapi.json"></script>
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-  <noscript>The OpenAPI document is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
+  <div id="swagger-ui">
+    <noscript>The page needs JavaScript; the OpenAPI document is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
+  </div>
+  <script src="/api/docs/swagger-ui-"#,
+    swagger_ui_version!(),
+    r#".js"></script>
+  <script src="/api/docs/docs.js"></script>
 </body>
 </html>
-"#,
+"#
+);
+
+/// A file the page loads, embedded in the binary.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    /// Whether the name changes with the content (the vendored files carry their version).
+    versioned: bool,
+    body: &'static [u8],
+}
+
+const DOCS_ASSETS: [Asset; 3] = [
+    Asset {
+        name: concat!("swagger-ui-", swagger_ui_version!(), ".js"),
+        content_type: "text/javascript; charset=utf-8",
+        versioned: true,
+        body: include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js"),
+    },
+    Asset {
+        name: concat!("swagger-ui-", swagger_ui_version!(), ".css"),
+        content_type: "text/css; charset=utf-8",
+        versioned: true,
+        body: include_bytes!("../assets/swagger-ui/swagger-ui.css"),
+    },
+    Asset {
+        name: "docs.js",
+        content_type: "text/javascript; charset=utf-8",
+        versioned: false,
+        body: include_bytes!("../assets/docs/docs.js"),
+    },
+];
+
+/// The page's policy: scripts, styles and requests of this origin only, no inline script or
+/// style, images of this origin or inline `data:` (Swagger UI's icons are `data:` SVGs in its
+/// stylesheet), nothing framing the page, no form posting elsewhere.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+form-action 'none'; frame-ancestors 'none'";
+
+fn docs_headers(
+    content_type: &'static str,
+    cache: &'static str,
+) -> [(header::HeaderName, &'static str); 5] {
+    [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, cache),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            DOCS_CONTENT_SECURITY_POLICY,
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+}
+
+/// `GET /api/docs`: the page, revalidated on every visit (it names the current assets).
+pub async fn docs() -> Response {
+    (
+        docs_headers("text/html; charset=utf-8", "no-cache"),
+        DOCS_PAGE,
     )
+        .into_response()
+}
+
+/// `GET /api/docs/{file}`: a script or stylesheet of the page, from the binary. A versioned
+/// file never changes under its name, so browsers keep it; `docs.js` may change with a build.
+pub async fn docs_asset(Path(file): Path<String>) -> Response {
+    let Some(asset) = DOCS_ASSETS.iter().find(|asset| asset.name == file) else {
+        return Problem::not_found("No such file of the API page").into_response();
+    };
+    let cache = if asset.versioned {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (docs_headers(asset.content_type, cache), asset.body).into_response()
 }
 
 #[derive(utoipa::OpenApi)]
@@ -304,6 +406,9 @@ fn openapi_document() {}
     operation_id = "docsPage",
     tag = "operations",
     summary = "An interactive page over this document",
+    description = "Swagger UI, served with its script and stylesheet by the gateway itself (under `/api/docs/`, \
+embedded in its binary at a pinned version): the page loads nothing from another host. Its Content-Security-Policy allows this origin only. \
+Authorize takes a bearer token (the `bearer` scheme) for the operations that require one.",
     responses((status = 200, description = "An HTML page", body = String, content_type = "text/html"))
 )]
 #[allow(dead_code)]

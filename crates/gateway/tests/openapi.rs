@@ -1,9 +1,13 @@
 //! The OpenAPI document: valid OpenAPI 3 (checked by `openapi-spec-validator`, which `./dev
 //! test` installs), listing every route of SYSTEM.md §8 with its problem responses, and served
-//! by the gateway with its interactive page.
+//! by the gateway with its interactive page, which a real headless Chromium renders (`./dev
+//! test` installs Debian's chromium and chromium-driver).
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
+
 use serde_json::Value;
+use test_support::browser::Browser;
 
 fn document() -> Value {
     serde_json::from_str(&gateway::openapi::document().to_json().unwrap()).unwrap()
@@ -278,23 +282,56 @@ fn security_requirements_of_a_service_survive_the_merge() {
     );
 }
 
+/// The gateway alone, on a free port, every component behind it unreachable: what it serves
+/// here it serves itself.
+struct Gateway {
+    address: std::net::SocketAddr,
+    trigger: platform::shutdown::Trigger,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let settings = test_support::settings();
+        let nobody = "http://127.0.0.1:9".to_owned();
+        let upstreams = gateway::Upstreams {
+            order: nobody.clone(),
+            stock: nobody.clone(),
+            payment: nobody.clone(),
+            projections: nobody,
+        };
+        let mut http = settings.http.clone();
+        http.host = "127.0.0.1".to_owned();
+        let server = platform::http::Server::bind(&http, 0, gateway::routes(upstreams).unwrap())
+            .await
+            .unwrap();
+        let address = server.address().unwrap();
+        let (trigger, shutdown) = platform::shutdown::channel();
+        let task = tokio::spawn(server.run(shutdown));
+        Gateway {
+            address,
+            trigger,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    async fn stop(self) {
+        self.trigger.fire();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_gateway_serves_the_document_and_its_page() {
-    let settings = test_support::settings();
-    let mut upstreams = gateway::Upstreams::from_settings(&settings);
-    upstreams.order = "http://127.0.0.1:9".to_owned();
-    let mut http = settings.http.clone();
-    http.host = "127.0.0.1".to_owned();
-    let server = platform::http::Server::bind(&http, 0, gateway::routes(upstreams).unwrap())
-        .await
-        .unwrap();
-    let address = server.address().unwrap();
-    let (trigger, shutdown) = platform::shutdown::channel();
-    let task = tokio::spawn(server.run(shutdown));
+    let gateway = Gateway::start().await;
     let client = reqwest::Client::new();
 
     let response = client
-        .get(format!("http://{address}/api/openapi.json"))
+        .get(gateway.url("/api/openapi.json"))
         .send()
         .await
         .unwrap();
@@ -306,29 +343,169 @@ async fn the_gateway_serves_the_document_and_its_page() {
         "bearer"
     );
 
-    let page = client
-        .get(format!("http://{address}/api/docs"))
-        .send()
-        .await
-        .unwrap();
+    let page = client.get(gateway.url("/api/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("/api/openapi.json"));
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        gateway::openapi::DOCS_CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    // Every script and stylesheet the page names is the gateway's own, and it serves them
+    // itself (every component is unreachable here), with the same policy.
+    let assets: Vec<&str> = html
+        .split('"')
+        .filter(|value| value.starts_with("/api/docs/"))
+        .collect();
+    assert_eq!(assets.len(), 3, "{assets:?}");
+    for asset in &assets {
+        assert!(asset.starts_with("/api/docs/"), "{asset}");
+        let response = client.get(gateway.url(asset)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let expected = if asset.ends_with(".js") {
+            "text/javascript"
+        } else {
+            "text/css"
+        };
+        assert!(
+            content_type.starts_with(expected),
+            "{asset}: {content_type}"
+        );
+        assert_eq!(
+            response.headers()["content-security-policy"],
+            gateway::openapi::DOCS_CONTENT_SECURITY_POLICY
+        );
+        assert!(response.bytes().await.unwrap().len() > 100, "{asset}");
+    }
+    assert!(html.contains("/api/openapi.json"));
+    assert!(!html.contains("<script>"), "no inline script: {html}");
 
-    let metrics = client
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .unwrap();
+    // Any other file under /api/docs is none of the gateway's and none of a component's.
+    for path in ["/api/docs/nothing.js", "/api/docs/a/b", "/api/docs/"] {
+        let missing = client.get(gateway.url(path)).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+        assert_eq!(
+            missing.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+
+    let metrics = client.get(gateway.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
 
     // Other /api paths are still forwarded (here to an unreachable order service: 503).
     let forwarded = client
-        .get(format!("http://{address}/api/orders/x"))
+        .get(gateway.url("/api/orders/x"))
         .send()
         .await
         .unwrap();
     assert_eq!(forwarded.status(), 503);
 
-    trigger.fire();
-    task.await.unwrap().unwrap();
+    gateway.stop().await;
+}
+
+/// The page in a real headless Chromium, on a host without internet: it renders the operations
+/// of the document (a blank page fails here), loads nothing from another host, breaks nothing
+/// of its own policy, and a token given to Authorize goes with the requests it sends.
+#[tokio::test]
+async fn the_page_renders_the_document_in_a_browser_from_this_host_alone() {
+    let gateway = Gateway::start().await;
+    let browser = Browser::start().await.unwrap();
+    browser.goto(&gateway.url("/api/docs")).await.unwrap();
+
+    // Swagger UI rendered the document: its title, an operation by id and by path.
+    browser
+        .wait_for_element("#operations-orders-placeOrder")
+        .await
+        .unwrap();
+    for text in ["Shop API", "placeOrder", "/api/orders", "Authorize"] {
+        browser.wait_for_text(text).await.unwrap();
+    }
+    browser
+        .screenshot(Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-docs.png"))
+        .await
+        .unwrap();
+
+    // Everything came from the gateway: its scripts, its stylesheet and the document.
+    let loaded = browser.loaded().await.unwrap();
+    for resource in &loaded {
+        assert!(
+            resource.protocol == "data:"
+                || (resource.protocol == "http:" && resource.hostname == "127.0.0.1"),
+            "loaded from elsewhere: {resource:?}"
+        );
+    }
+    for needed in [
+        "/api/docs/swagger-ui-",
+        "/api/docs/docs.js",
+        "/api/openapi.json",
+    ] {
+        assert!(
+            loaded.iter().any(|resource| resource.url.contains(needed)),
+            "{needed} not loaded: {loaded:?}"
+        );
+    }
+    // No load failed, no script error, nothing the Content-Security-Policy refused.
+    let errors: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // The `bearer` scheme's Authorize: the token goes with "Try it out" of an operation that
+    // needs one (here answered 503: nothing stands behind this gateway).
+    let token = test_support::viewer();
+    let token = token.strip_prefix("Bearer ").unwrap();
+    browser.click(".auth-wrapper .authorize").await.unwrap();
+    browser.fill(".modal-ux input", token).await.unwrap();
+    browser
+        .click(".modal-ux .auth-btn-wrapper .authorize")
+        .await
+        .unwrap();
+    browser.wait_for_text("Logout").await.unwrap();
+    browser.click_text("Close").await.unwrap();
+    browser
+        .click("#operations-reports-ordersReport .opblock-summary-control")
+        .await
+        .unwrap();
+    browser.click_text("Try it out").await.unwrap();
+    browser.click_text("Execute").await.unwrap();
+    let curl = browser
+        .wait_for_element(".curl-command")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        curl.contains(&format!("Authorization: Bearer {token}")),
+        "{curl}"
+    );
+    let status = browser
+        .wait_for_element(".live-responses-table .response .response-col_status")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(status.starts_with("503"), "{status}");
+    let errors: Vec<_> = browser
+        .console()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.message.contains("Content Security Policy"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    browser.close().await.unwrap();
+    gateway.stop().await;
 }

@@ -3,6 +3,8 @@
 //! Isolation comes from names, not from fakes: every test gets a fresh PostgreSQL database, a
 //! random Kafka topic prefix and consumer group, a random Redis key prefix and Mongo database.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod kafka;
 
 use std::time::Duration;

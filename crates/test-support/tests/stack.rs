@@ -183,3 +183,86 @@ async fn mongodb_insert_find_and_atomic_upsert() -> anyhow::Result<()> {
     db.drop().await?;
     Ok(())
 }
+
+/// The headless Chromium of the page tests (the `browser` feature): it runs a page's script,
+/// its helpers fill, submit, click and wait, and a browser dropped without `close`, as a failing
+/// test drops it, leaves no process behind, not even one unreaped, and no profile.
+#[cfg(feature = "browser")]
+#[tokio::test]
+async fn a_dropped_browser_leaves_no_process_behind() -> anyhow::Result<()> {
+    use test_support::browser::Browser;
+
+    let mut browser = Browser::start().await?;
+    browser
+        .goto(
+            "data:text/html,<title>t</title><form id=f><input name=q><button>Send</button></form>\
+             <p id=out></p><script>document.getElementById('f').onsubmit = e => { \
+             e.preventDefault(); document.getElementById('out').textContent = 'got ' + \
+             new FormData(e.target).get('q'); };</script>",
+        )
+        .await?;
+    browser.submit_form("#f", &[("q", "one")]).await?;
+    browser.wait_for_text("got one").await?;
+    browser.fill("input[name=q]", "two").await?;
+    browser.click_text("Send").await?;
+    browser.wait_for_text("got two").await?;
+    browser.set_timeout(Duration::from_millis(300));
+    let Err(missing) = browser.wait_for_text("never there").await else {
+        anyhow::bail!("found a text that is not on the page");
+    };
+    // A failed wait shows what the page said instead.
+    assert!(format!("{missing:#}").contains("got two"), "{missing:#}");
+
+    // Chromium's processes: those of chromedriver's group, and its crash handlers, which leave
+    // the group but name the browser's directory (their database is in it).
+    let group = browser.driver_pid();
+    let dir = browser.dir().to_owned();
+    let path = dir.to_string_lossy().into_owned();
+    let chromium = processes(|_, cmdline| cmdline.contains(&path));
+    assert!(
+        chromium.iter().any(|p| p.contains("--type=renderer")),
+        "no Chromium renderer runs with {path}: {chromium:#?}"
+    );
+    assert!(
+        chromium.iter().any(|p| p.contains("crashpad")),
+        "{chromium:#?}"
+    );
+    assert!(processes(|pgrp, _| pgrp == group).len() > 1);
+
+    drop(browser);
+    // Ended and reaped: an orphan of Chromium's ends as a zombie until PID 1 reaps it.
+    test_support::eventually(Duration::from_secs(10), "no process left", || async {
+        let left = processes(|pgrp, cmdline| pgrp == group || cmdline.contains(&path));
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
+    assert!(!dir.exists(), "{} is still there", dir.display());
+    Ok(())
+}
+
+/// The processes (zombies included, whose command line is empty) that `matches` by process
+/// group and command line, as `pid stat` lines.
+#[cfg(feature = "browser")]
+fn processes(matches: impl Fn(u32, &str) -> bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(path.join("stat")),
+            std::fs::read(path.join("cmdline")),
+        ) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`: comm may hold spaces, so fields count from its `)`.
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|pgrp| pgrp.parse().ok())
+            .unwrap_or(0);
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if matches(pgrp, &cmdline) {
+            found.push(format!("{} {cmdline}", stat.trim()));
+        }
+    }
+    found
+}

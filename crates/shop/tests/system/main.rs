@@ -5,6 +5,7 @@
 // Test helpers may unwrap: a failure is the test failing, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 #[path = "../common/mod.rs"]
 mod common;
 mod console;

@@ -10,25 +10,33 @@
 //! for one actor or one action; the service that serves `/api/ops/audit` wraps it in its route.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{Arguments, PgConnection};
 
-/// One audited action.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+/// One audited action, as stored and as every service's `/api/ops/audit` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = AuditEntry, example = json!({
+    "id": 7, "at": "2026-12-07T03:30:00Z", "actor": "0b9a3c2e-5f0e-4c55-9a43-1c2d3e4f5a6b",
+    "action": "product.restock", "subject": "product:1",
+    "before": {"productId": 1, "name": "Keyboard", "unitPrice": "45.00", "available": 3, "version": 1},
+    "after": {"productId": 1, "name": "Keyboard", "unitPrice": "45.00", "available": 13, "version": 1}
+}))]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,
     /// Who: the token's `sub` as sent.
     pub actor: String,
-    /// What, e.g. `product.restock`.
+    /// What, e.g. `product.restock` or `dead-letter.redrive`.
     pub action: String,
-    /// To what, e.g. `product:1`.
+    /// To what, e.g. `product:1` or `dead-letter:0-12`.
     pub subject: String,
-    /// The subject before the action; `None` when it did not exist.
+    /// The subject before the action; `null` when it did not exist.
+    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
-    /// The subject after the action; `None` when it no longer exists.
+    /// The subject after the action; `null` when it no longer exists.
+    #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
 }
 
@@ -54,10 +62,13 @@ pub async fn record(
     Ok(())
 }
 
-/// Which entries a listing reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which entries a listing reads: the query of every `/api/ops/audit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
+    /// Only the actions of this actor (a token's `sub`, exactly).
     pub actor: Option<String>,
+    /// Only this action, e.g. `product.restock` or `dead-letter.redrive`.
     pub action: Option<String>,
 }
 

@@ -16,6 +16,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use platform::auth::{Identity, Role};
 use platform::http::{Problem, Query};
+use platform::openapi::BearerScheme;
 use platform::pagination::TimeIdPageQuery;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -207,20 +208,6 @@ fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
     ApiDoc::openapi()
-}
-
-/// Declares the `bearer` scheme the operation's `security` names, so this document stands on
-/// its own; merging keeps one copy.
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".to_owned());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
 }
 
 #[derive(utoipa::OpenApi)]

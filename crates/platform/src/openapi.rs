@@ -78,3 +78,18 @@ pub struct Unauthorized(#[allow(dead_code)] ProblemDoc);
     content_type = "application/problem+json"
 )]
 pub struct InvalidLimit(#[allow(dead_code)] ProblemDoc);
+
+/// Declares the `bearer` scheme (a JWT) that operations' `security(("bearer" = []))` names, so a
+/// component's document stands on its own: `modifiers(&platform::openapi::BearerScheme)`. The
+/// gateway's merged document keeps one copy, with its own description.
+pub struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".to_owned());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}

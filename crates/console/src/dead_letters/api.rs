@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use platform::auth::{AuthError, Identity, Role};
 use platform::http::{FieldError, Json, Problem, Query};
+use platform::openapi::BearerScheme;
 use platform::pagination::{IdPageQuery, PageQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,7 +34,6 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{
     AdditionalProperties, ObjectBuilder, OneOfBuilder, Ref, Schema, Type,
 };
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{PartialSchema as _, ToSchema};
 
 use super::{
@@ -422,7 +422,7 @@ impl ActionRequest {
                 ("Dead-Letters-Unread" = u64, description = "Present when the topic holds more than 50,000 letters in a partition: how many older letters this listing did not read")
             )),
         (status = 400, description = "Malformed `limit`, `after`, `since`, `until` or `state`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "`limit` out of 1..=1000, or a text filter over 200 characters", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Kafka or the console's database is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -486,7 +486,7 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The letter", body = Letter),
         (status = 400, description = "Malformed letter id", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "The topic holds no such letter (never parked, or gone with Kafka's retention)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Kafka or the console's database is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
@@ -518,13 +518,8 @@ pub(super) async fn one(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What was (or, with `dryRun`, would be) done", body = Outcome),
-        (status = 400, description = "Malformed JSON, an unknown field, `dryRun` missing, or not exactly one of `letterId` and `filter`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "The topic holds no such letter", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        ActionRefusal,
         (status = 409, description = "The letter's origin is not one of the system's topics: it cannot be redriven (discard it)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A malformed `letterId`, or a text filter over 200 characters", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Kafka or the console's database is unavailable; letters redriven before the failure are recorded", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -552,12 +547,7 @@ pub(super) async fn redrive(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What was (or, with `dryRun`, would be) done", body = Outcome),
-        (status = 400, description = "Malformed JSON, an unknown field, `dryRun` missing, or not exactly one of `letterId` and `filter`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "The topic holds no such letter", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A malformed `letterId`, or a text filter over 200 characters", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        ActionRefusal,
         (status = 503, description = "Kafka or the console's database is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -574,54 +564,46 @@ pub(super) async fn discard(
     Ok(axum::Json(outcome))
 }
 
-/// The filters of the console's audit trail.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Only the actions of this actor (a token's `sub`, exactly).
-    pub actor: Option<String>,
-    /// Only this action: `dead-letter.redrive` or `dead-letter.discard`.
-    pub action: Option<String>,
-}
-
-/// One operator action of the console.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = ConsoleAuditEntry, example = json!({
-    "id": 7, "at": "2026-12-07T03:30:00Z", "actor": "0b9a3c2e-5f0e-4c55-9a43-1c2d3e4f5a6b",
-    "action": "dead-letter.redrive", "subject": "dead-letter:0-12",
-    "before": {"state": "waiting", "consumer": "stock", "reason": "malformed OrderPlaced payload", "origin": "shop.orders/1/4711", "messageType": "OrderPlaced", "messageId": "0192f0c1-7d2e-7b3a-9c4d-5e6f7a8b9c0d"},
-    "after": {"state": "redriven", "redrivenTo": "shop.orders/1/4900"}
-}))]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    /// Who: the token's `sub`.
-    pub actor: String,
-    /// What: `dead-letter.redrive` or `dead-letter.discard`.
-    pub action: String,
-    /// To what: `dead-letter:{letterId}`.
-    pub subject: String,
-    /// The letter before: waiting, with its consumer, reason, origin, type and id.
-    #[schema(value_type = Option<Object>)]
-    pub before: Option<serde_json::Value>,
-    /// The letter after: its state, and where a redriven one went.
-    #[schema(value_type = Option<Object>)]
-    pub after: Option<serde_json::Value>,
-}
-
-impl From<messaging::audit::Entry> for AuditEntry {
-    fn from(e: messaging::audit::Entry) -> Self {
-        Self {
-            id: e.id,
-            at: e.at,
-            actor: e.actor,
-            action: e.action,
-            subject: e.subject,
-            before: e.before,
-            after: e.after,
-        }
-    }
+/// The refusals redrive and discard share, declared once.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum ActionRefusal {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, an unknown field, `dryRun` missing, or not exactly one of `letterId` and `filter`",
+        content_type = "application/problem+json"
+    )]
+    Malformed(platform::openapi::ProblemDoc),
+    #[response(
+        status = 401,
+        description = "No valid bearer token (`WWW-Authenticate` says why)",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(platform::openapi::ProblemDoc),
+    #[response(
+        status = 403,
+        description = "The token lacks the ops role",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(platform::openapi::ProblemDoc),
+    #[response(
+        status = 404,
+        description = "The topic holds no such letter",
+        content_type = "application/problem+json"
+    )]
+    NoSuchLetter(platform::openapi::ProblemDoc),
+    #[response(
+        status = 415,
+        description = "The body is not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(platform::openapi::ProblemDoc),
+    #[response(
+        status = 422,
+        description = "A malformed `letterId`, or a text filter over 200 characters",
+        content_type = "application/problem+json"
+    )]
+    Invalid(platform::openapi::ProblemDoc),
 }
 
 #[utoipa::path(
@@ -631,15 +613,15 @@ impl From<messaging::audit::Entry> for AuditEntry {
     tag = "ops",
     summary = "The audit trail of the console's actions (dead letters redriven and discarded)",
     description = "Viewers and operators. Newest first, paginated: follow `Link: rel=\"next\"` until it is absent. The filters carry over to every page.",
-    params(IdPageQuery, AuditQuery),
+    params(IdPageQuery, messaging::audit::Filter),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The entries, at most `limit`", body = Vec<AuditEntry>,
+        (status = 200, description = "The entries, at most `limit`", body = Vec<messaging::audit::Entry>,
             headers(("Link" = String, description = "`<…>; rel=\"next\"` (RFC 8288): the next page, same path and filters with `limit` and an `after` cursor; absent on the last page"))),
         (status = 400, description = "Malformed `limit` or `after`", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid bearer token (`WWW-Authenticate` says why)", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::Unauthorized,
         (status = 403, description = "The token has neither the viewer nor the ops role", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` out of 1..=1000", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
+        platform::openapi::InvalidLimit,
         (status = 503, description = "The console's database is unavailable", body = platform::openapi::ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -647,24 +629,16 @@ pub(super) async fn audit(
     State(dead_letters): State<DeadLetters>,
     _viewer: Viewer,
     Query(page): Query<IdPageQuery>,
-    Query(filter): Query<AuditQuery>,
+    Query(filter): Query<messaging::audit::Filter>,
     uri: Uri,
 ) -> Result<Response, Refusal> {
     let page = page.page()?;
     let before = page.cursor(|raw| raw.parse::<i64>().ok())?;
-    let filter = messaging::audit::Filter {
-        actor: filter.actor,
-        action: filter.action,
-    };
     let entries = async {
         let mut conn = dead_letters.inner.pool.acquire().await?;
         messaging::audit::list(&mut conn, &filter, before, page.fetch()).await
     };
-    let entries: Vec<AuditEntry> = (entries.await)
-        .map_err(Error::Database)?
-        .into_iter()
-        .map(AuditEntry::from)
-        .collect();
+    let entries = (entries.await).map_err(Error::Database)?;
     Ok(page.respond(&uri, entries, |e| e.id.to_string()))
 }
 
@@ -672,19 +646,6 @@ pub(super) async fn audit(
 pub fn openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi as _;
     ApiDoc::openapi()
-}
-
-/// Declares the `bearer` scheme the operations' `security` names, so this document stands on
-/// its own; merging keeps one copy.
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".to_owned());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
 }
 
 #[derive(utoipa::OpenApi)]
@@ -701,7 +662,7 @@ impl utoipa::Modify for BearerScheme {
         ActionRequest,
         SelectionFilter,
         Outcome,
-        AuditEntry
+        messaging::audit::Entry
     )),
     modifiers(&BearerScheme),
     tags((name = "ops", description = "The operator API"))

@@ -21,8 +21,8 @@ use axum::routing::{get, post};
 use messaging::Doorbell;
 use platform::auth::AuthError;
 use platform::http::Problem;
+use platform::openapi::BearerScheme;
 use sqlx::PgPool;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -88,19 +88,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Declares the `bearer` scheme the operations' `security` names, so this document stands on
-/// its own; merging keeps one copy.
-struct BearerScheme;
-
-impl utoipa::Modify for BearerScheme {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut http = Http::new(HttpAuthScheme::Bearer);
-        http.bearer_format = Some("JWT".to_owned());
-        components.add_security_scheme("bearer", SecurityScheme::Http(http));
-    }
-}
-
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(stock::list, products::list, products::put, products::restock, audit::list),
@@ -109,7 +96,7 @@ impl utoipa::Modify for BearerScheme {
         crate::catalog::Product,
         products::PutProduct,
         products::Restock,
-        audit::AuditEntry
+        messaging::audit::Entry
     )),
     modifiers(&BearerScheme),
     tags(

@@ -395,16 +395,28 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
     let audit = get(&stack, "/api/ops/dead-letters/audit").await;
     assert_eq!(audit, json!([]), "a refused action is not done: {audit:#}");
 
-    // The cause fixed, the letter's own Redrive applies it.
+    // The cause fixed, every letter payment parked is redriven: a dry run counts them first,
+    // and only its confirmation acts.
     sqlx::raw_sql("DROP TRIGGER refuse_customer ON payments")
         .execute(&payment)
         .await
         .unwrap();
     browser
-        .goto(&stack.api(&format!("/console/dead-letters/{letter}")))
+        .goto(&stack.api("/console/dead-letters?consumer=payment"))
         .await
         .unwrap();
-    browser.click_text("Redrive").await.unwrap();
+    browser.wait_for_element(&letter_link).await.unwrap();
+    browser.click_text("Redrive every match…").await.unwrap();
+    browser
+        .wait_for_text("1 waiting letters match this filter.")
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting().await.as_array().unwrap().len(),
+        1,
+        "a dry run redrives nothing"
+    );
+    browser.click_text("redrive 1 letters").await.unwrap();
     browser
         .wait_for_text("Redriven: 1 of 1 matching letters.")
         .await

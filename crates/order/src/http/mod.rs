@@ -638,7 +638,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(operations, 6);
+        assert_eq!(operations, 7);
         let place = &doc["paths"]["/api/orders"]["post"]["responses"];
         assert!(place["409"].is_object());
         let add = &doc["paths"]["/api/orders/{orderId}/items"]["post"]["responses"];

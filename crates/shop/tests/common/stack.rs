@@ -337,6 +337,41 @@ impl Stack {
         request.header("authorization", &self.operator)
     }
 
+    /// `GET path` as an operator: the answer must be a success, and is read as JSON.
+    pub async fn ops_get(&self, path: &str) -> Value {
+        let response = self
+            .as_operator(self.client.get(self.api(path)))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// The fault the dead-letter tests start from: payment's database refuses `customer`'s
+    /// payments with a check violation, so payment's consumer parks the message at once
+    /// instead of retrying it. `DROP TRIGGER refuse_customer ON payments` fixes it.
+    pub async fn refuse_payments_of(&self, payment: &PgPool, customer: uuid::Uuid) {
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION refuse_customer() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.customer_id = '{customer}' THEN
+                     RAISE EXCEPTION 'payments of this customer are refused' USING ERRCODE = '23514';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_customer BEFORE INSERT ON payments
+                 FOR EACH ROW EXECUTE FUNCTION refuse_customer();"
+        ))
+        .execute(payment)
+        .await
+        .unwrap();
+    }
+
     /// `PUT /api/products/{product}` as an operator, then waits until the order service prices
     /// with it (its catalog replica has caught up).
     pub async fn reprice(&self, product: i64, name: &str, price: &str) {

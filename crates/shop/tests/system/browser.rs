@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use test_support::browser::Browser;
 use test_support::eventually;
 use uuid::Uuid;
@@ -109,20 +109,6 @@ async fn screenshot(browser: &Browser, name: &str) {
         browser.set_window_size(1280, 800).await.unwrap();
         browser.screenshot(root.join(dir).join(name)).await.unwrap();
     }
-}
-
-async fn get(stack: &Stack, path: &str) -> Value {
-    let response = stack
-        .as_operator(stack.client.get(stack.api(path)))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
 }
 
 /// SYSTEM.md §11: an operator signs in with the printed link and sees every component on the
@@ -246,25 +232,12 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
     // The fault: payment's database refuses this customer's payments (a check violation, so
     // the consumer parks the message at once).
     let customer = Uuid::new_v4();
-    sqlx::raw_sql(&format!(
-        "CREATE FUNCTION refuse_customer() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.customer_id = '{customer}' THEN
-                 RAISE EXCEPTION 'payments of this customer are refused' USING ERRCODE = '23514';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_customer BEFORE INSERT ON payments
-             FOR EACH ROW EXECUTE FUNCTION refuse_customer();"
-    ))
-    .execute(&payment)
-    .await
-    .unwrap();
+    stack.refuse_payments_of(&payment, customer).await;
     let order = stack
         .place(customer, json!([{"productId": 1, "quantity": 1}]))
         .await;
     let id = order["orderId"].as_str().unwrap().to_owned();
-    let waiting = || get(&stack, "/api/ops/dead-letters?consumer=payment");
+    let waiting = || stack.ops_get("/api/ops/dead-letters?consumer=payment");
     let letters = eventually(
         Duration::from_secs(30),
         "payment to park the reservation",
@@ -392,7 +365,7 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
         .unwrap();
     assert_eq!(waiting().await.as_array().unwrap().len(), 1);
     assert_eq!(stack.order(&id).await["status"], "pending");
-    let audit = get(&stack, "/api/ops/dead-letters/audit").await;
+    let audit = stack.ops_get("/api/ops/dead-letters/audit").await;
     assert_eq!(audit, json!([]), "a refused action is not done: {audit:#}");
 
     // The cause fixed, every letter payment parked is redriven: a dry run counts them first,

@@ -10,20 +10,6 @@ use uuid::Uuid;
 
 use crate::common::stack::Stack;
 
-async fn get(stack: &Stack, path: &str) -> Value {
-    let response = stack
-        .as_operator(stack.client.get(stack.api(path)))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
-
 fn kinds(journey: &Value, kind: &str) -> Vec<String> {
     journey["steps"]
         .as_array()
@@ -53,7 +39,9 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
         "completed"
     );
 
-    let journey = get(&stack, &format!("/api/ops/orders/{id}/journey")).await;
+    let journey = stack
+        .ops_get(&format!("/api/ops/orders/{id}/journey"))
+        .await;
     assert_eq!(
         kinds(&journey, "event"),
         ["order OrderPlaced", "order OrderCompleted"]
@@ -111,7 +99,7 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
             let path = format!("/api/ops/orders/{stuck_id}/journey");
             let stack = &stack;
             async move {
-                let journey = get(stack, &path).await;
+                let journey = stack.ops_get(&path).await;
                 let waiting = journey["waitingOn"].as_str().unwrap_or_default().to_owned();
 
                 Ok(waiting
@@ -123,7 +111,7 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
     .await
     .unwrap();
     assert_eq!(journey["order"]["status"], "pending");
-    let listed = get(&stack, "/api/ops/orders/stuck?olderThan=0").await;
+    let listed = stack.ops_get("/api/ops/orders/stuck?olderThan=0").await;
     let listed: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -131,7 +119,7 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
         .map(|o| o["orderId"].as_str().unwrap())
         .collect();
     assert_eq!(listed, [stuck_id.as_str()]);
-    let overview = get(&stack, "/api/ops/overview").await;
+    let overview = stack.ops_get("/api/ops/overview").await;
     let payment = overview["components"]
         .as_array()
         .unwrap()
@@ -161,7 +149,7 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
         stack.settled(&stuck_id, Duration::from_secs(30)).await["status"],
         "completed"
     );
-    let listed = get(&stack, "/api/ops/orders/stuck?olderThan=0").await;
+    let listed = stack.ops_get("/api/ops/orders/stuck?olderThan=0").await;
     assert_eq!(listed, json!([]));
     stack.remove().await.unwrap();
 }

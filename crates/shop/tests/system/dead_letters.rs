@@ -9,20 +9,6 @@ use uuid::Uuid;
 
 use crate::common::stack::Stack;
 
-async fn get(stack: &Stack, path: &str) -> Value {
-    let response = stack
-        .as_operator(stack.client.get(stack.api(path)))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
-
 async fn post(stack: &Stack, auth: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
     let response = stack
         .client
@@ -45,20 +31,7 @@ async fn a_dead_letter_is_redriven_after_its_cause_is_fixed_and_its_order_comple
     // The fault: payment's database refuses this customer's payments (a check violation, so
     // the consumer parks the message at once instead of retrying it).
     let customer = Uuid::new_v4();
-    sqlx::raw_sql(&format!(
-        "CREATE FUNCTION refuse_customer() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             IF NEW.customer_id = '{customer}' THEN
-                 RAISE EXCEPTION 'payments of this customer are refused' USING ERRCODE = '23514';
-             END IF;
-             RETURN NEW;
-         END $$;
-         CREATE TRIGGER refuse_customer BEFORE INSERT ON payments
-             FOR EACH ROW EXECUTE FUNCTION refuse_customer();"
-    ))
-    .execute(&payment)
-    .await
-    .unwrap();
+    stack.refuse_payments_of(&payment, customer).await;
     let order = stack
         .place(customer, json!([{"productId": 1, "quantity": 1}]))
         .await;
@@ -67,7 +40,9 @@ async fn a_dead_letter_is_redriven_after_its_cause_is_fixed_and_its_order_comple
         Duration::from_secs(30),
         "payment to park the reservation",
         || async {
-            let letters = get(&stack, "/api/ops/dead-letters?consumer=payment").await;
+            let letters = stack
+                .ops_get("/api/ops/dead-letters?consumer=payment")
+                .await;
             Ok((!letters.as_array().unwrap().is_empty()).then_some(letters))
         },
     )
@@ -138,7 +113,9 @@ async fn a_dead_letter_is_redriven_after_its_cause_is_fixed_and_its_order_comple
     // Redriven once: it is no longer waiting, a second redrive finds nothing, and the audit
     // trail names who did it.
     assert_eq!(
-        get(&stack, "/api/ops/dead-letters?consumer=payment").await,
+        stack
+            .ops_get("/api/ops/dead-letters?consumer=payment")
+            .await,
         json!([])
     );
     let (_, again) = post(
@@ -149,7 +126,7 @@ async fn a_dead_letter_is_redriven_after_its_cause_is_fixed_and_its_order_comple
     )
     .await;
     assert_eq!(again["matched"].as_u64(), Some(0), "{again}");
-    let audit = get(&stack, "/api/ops/dead-letters/audit").await;
+    let audit = stack.ops_get("/api/ops/dead-letters/audit").await;
     assert_eq!(audit[0]["action"], "dead-letter.redrive", "{audit:#}");
     payment.close().await;
     stack.remove().await.unwrap();

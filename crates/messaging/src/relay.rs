@@ -491,6 +491,7 @@ impl Relay {
         self.poisoned.retain(|_, until| *until > now);
         let left_out: Vec<String> = self.poisoned.keys().cloned().collect();
         let batch_size = self.config.batch_size;
+        let started = Instant::now();
         let conn = self.connection().await?;
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT id, message_id, topic, message_key, message_type, schema_version,
@@ -504,6 +505,8 @@ impl Relay {
         .fetch_all(conn)
         .await?;
         let full = rows.len() as i64 >= batch_size;
+        let read = Instant::now();
+        record_phase("read", started, read);
         if rows.is_empty() {
             return Ok(BatchReport {
                 published: 0,
@@ -556,6 +559,8 @@ impl Relay {
             }
         }
         self.await_deliveries(pending, &mut outcomes).await?;
+        let acknowledged = Instant::now();
+        record_phase("acknowledge", read, acknowledged);
 
         // Per key, the acknowledged rows before its first row that was not acknowledged.
         let now = Instant::now();
@@ -604,6 +609,7 @@ impl Relay {
             if !lease_held {
                 return Err(RelayError::LeaseLost);
             }
+            record_phase("mark", acknowledged, Instant::now());
         }
         metrics::counter!("relay_published_total").increment(marked.len() as u64);
         if held_back > 0 {
@@ -858,6 +864,14 @@ impl Drop for Relay {
             }
         }
     }
+}
+
+/// Records how long one phase of a batch took: `read` (the outbox query), `acknowledge` (handing
+/// the rows to the producer until Kafka acknowledged or refused each one) or `mark` (the
+/// fenced update). A slow outbox is then Kafka's doing or PostgreSQL's at a glance.
+fn record_phase(phase: &'static str, from: Instant, to: Instant) {
+    metrics::histogram!("relay_batch_seconds", "phase" => phase)
+        .record(to.saturating_duration_since(from).as_secs_f64());
 }
 
 /// Expires the lease of `epoch` (if it still is), so that a stand-by takes it at once.

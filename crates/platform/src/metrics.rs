@@ -29,6 +29,11 @@ const SAGA_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// Buckets of `relay_batch_seconds`: from a quick batch's milliseconds to a broker that stalls.
+const RELAY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle).
 /// `None` if another recorder was installed first by someone else.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -44,6 +49,11 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .set_buckets_for_metric(
             Matcher::Full("saga_duration_seconds".to_owned()),
             SAGA_BUCKETS,
+        )
+        .ok()?
+        .set_buckets_for_metric(
+            Matcher::Full("relay_batch_seconds".to_owned()),
+            RELAY_BUCKETS,
         )
         .ok()?;
     let recorder = builder.build_recorder();
@@ -209,6 +219,11 @@ fn describe() {
     describe_counter!(
         "saga_outcomes_total",
         "Sagas settled, by outcome (completed|failed) and failure reason"
+    );
+    metrics::describe_histogram!(
+        "relay_batch_seconds",
+        metrics::Unit::Seconds,
+        "Time of each phase of an outbox relay batch: read, acknowledge (Kafka), mark"
     );
     metrics::describe_histogram!(
         "saga_duration_seconds",

@@ -663,6 +663,26 @@ async fn the_relay_metric_families_exist_before_anything_is_published() {
     }
 }
 
+/// A published batch records how long each of its phases took, so that an operator can tell a
+/// slow broker (`acknowledge`) from a slow database (`read`, `mark`).
+#[tokio::test]
+async fn a_batch_records_the_time_of_each_phase() {
+    let world = World::new().await;
+    platform::metrics::install().unwrap();
+    let mut relay = world.relay();
+    commit(world.pool(), &[message("order-a", 1)]).await;
+    let report = relay.publish_batch().await.unwrap();
+    assert_eq!(report.published, 1);
+    let text = platform::metrics::render();
+    for phase in ["read", "acknowledge", "mark"] {
+        let series = format!("relay_batch_seconds_count{{phase=\"{phase}\"}}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&series)),
+            "{series} missing from:\n{text}"
+        );
+    }
+}
+
 /// A row whose delivery fails on a partition of its own (here a topic name Kafka refuses),
 /// while the next row of its key, on another topic, is acknowledged: that one is not marked
 /// either, so it goes out again after the failed one.

@@ -14,4 +14,5 @@ mod hostile;
 mod load;
 mod replay;
 mod saga;
+mod secure;
 mod token;

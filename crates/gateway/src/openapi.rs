@@ -303,8 +303,10 @@ pub struct SystemReadiness {
 
 #[derive(Serialize, ToSchema)]
 pub struct ComponentReadiness {
+    /// Whether the component (one of its instances, if it has several) is ready.
     pub up: bool,
-    /// The component's `/health/ready` body, or the error reaching it.
+    /// The component's `/health/ready` body, or the error reaching it; for a component of
+    /// several instances, `{instances: [{url, up, detail}]}`, each instance's.
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }

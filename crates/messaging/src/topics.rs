@@ -44,7 +44,8 @@ pub enum TopicError {
     },
 }
 
-/// Creates the `{prefix}{name}` topics that do not exist yet, each with its [`config`];
+/// Creates the `{prefix}{name}` topics that do not exist yet, each with its [`config`], the
+/// configured partitions and replication, and `min.insync.replicas` when the settings name it;
 /// existing ones are left alone.
 pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -54,16 +55,21 @@ pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicEr
         .iter()
         .map(|n| format!("{}{n}", kafka.topic_prefix))
         .collect();
+    let min_insync = kafka.min_insync_replicas.map(|n| n.to_string());
     let new: Vec<NewTopic<'_>> = (names.iter().zip(&full))
         .map(|(name, t)| {
-            config(name).iter().fold(
+            let topic = config(name).iter().fold(
                 NewTopic::new(
                     t,
                     kafka.partitions,
                     TopicReplication::Fixed(kafka.replication),
                 ),
                 |topic, (key, value)| topic.set(key, value),
-            )
+            );
+            match &min_insync {
+                Some(n) => topic.set("min.insync.replicas", n),
+                None => topic,
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

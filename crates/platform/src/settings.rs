@@ -18,6 +18,51 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub saga: SagaSettings,
     pub console: ConsoleSettings,
+    pub gateway: GatewaySettings,
+}
+
+/// Where the gateway finds the instances of each component, and how it treats one it cannot
+/// reach.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    /// Base URLs of the order service's instances, comma-separated
+    /// (`http://10.0.0.5:8081,http://10.0.0.6:8081`). Empty: one instance, at `http.host` on
+    /// `http.order_port`.
+    pub order_urls: String,
+    /// The same for the stock service.
+    pub stock_urls: String,
+    /// The same for the payment service.
+    pub payment_urls: String,
+    /// The same for the projections.
+    pub projections_urls: String,
+    /// How long an instance that refused a connection is tried only after the others of its
+    /// component, in milliseconds.
+    pub unreachable_rest_ms: u64,
+}
+
+impl GatewaySettings {
+    /// The base URLs of `component`'s instances (`order`, `stock`, `payment`,
+    /// `projections`): the configured list, or the one instance at the component's port on
+    /// `http.host`.
+    pub fn urls(&self, http: &HttpSettings, component: &str) -> Vec<String> {
+        let (configured, port) = match component {
+            "order" => (&self.order_urls, http.order_port),
+            "stock" => (&self.stock_urls, http.stock_port),
+            "payment" => (&self.payment_urls, http.payment_port),
+            _ => (&self.projections_urls, http.projections_port),
+        };
+        let urls: Vec<String> = configured
+            .split(',')
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if urls.is_empty() {
+            vec![format!("http://{}:{port}", http.host)]
+        } else {
+            urls
+        }
+    }
 }
 
 /// The operator console (`console` crate), served by the gateway.
@@ -125,8 +170,15 @@ pub struct KafkaSettings {
     /// more partitions is more requests for the broker. The default, 2, lets two instances of
     /// each consumer share the work (docs/decisions/0002-two-kafka-partitions.md).
     pub partitions: i32,
-    /// Replication factor of created topics (1 on a single local broker).
+    /// Replication factor of created topics (1 on a single local broker, 3 in `./dev up
+    /// --cluster`).
     pub replication: i32,
+    /// `min.insync.replicas` of created topics: how many replicas must hold a record before an
+    /// `acks=all` producer (every producer here) hears it was written. Unset, a topic takes the
+    /// broker's default. With a replication of 3, 2 lets one broker be down without stopping
+    /// writes, and no acknowledged record lives on one broker alone.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +318,13 @@ hosts = ""
 session_minutes = 480
 secure_cookie = false
 stuck_after_seconds = 5
+
+[gateway]
+order_urls = ""
+stock_urls = ""
+payment_urls = ""
+projections_urls = ""
+unreachable_rest_ms = 2000
 "#;
 
 impl Settings {
@@ -311,5 +370,35 @@ mod tests {
         assert_eq!(settings.auth.public_key_file, ".local/auth/public.pem");
         assert_eq!(settings.auth.jwks_url, None);
         assert_eq!(settings.saga.deadline_seconds, 60);
+        // One instance of each component, at its port; topics take the broker's own
+        // `min.insync.replicas`.
+        assert_eq!(
+            settings.gateway.urls(&settings.http, "order"),
+            ["http://127.0.0.1:8081"]
+        );
+        assert_eq!(settings.kafka.min_insync_replicas, None);
+    }
+
+    #[test]
+    fn a_component_may_have_several_instances() {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .set_override(
+                "gateway.stock_urls",
+                " http://127.0.0.1:8082/, http://127.0.0.1:8182 ,",
+            )
+            .and_then(|b| b.set_override("kafka.min_insync_replicas", "2"))
+            .and_then(|builder| builder.build())
+            .and_then(config::Config::try_deserialize)
+            .expect("defaults with overrides deserialize");
+        assert_eq!(
+            settings.gateway.urls(&settings.http, "stock"),
+            ["http://127.0.0.1:8082", "http://127.0.0.1:8182"]
+        );
+        assert_eq!(
+            settings.gateway.urls(&settings.http, "payment"),
+            ["http://127.0.0.1:8083"]
+        );
+        assert_eq!(settings.kafka.min_insync_replicas, Some(2));
     }
 }

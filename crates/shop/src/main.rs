@@ -141,8 +141,9 @@ async fn serve<H: Handler>(
 async fn gateway(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     // The console is served by the entry point, from this process (`console` says why).
     let console = console::Console::build(settings).await?;
-    let routes =
-        gateway::routes(gateway::Upstreams::from_settings(settings))?.merge(console.routes());
+    let rest = std::time::Duration::from_millis(settings.gateway.unreachable_rest_ms);
+    let routes = gateway::routes_with(gateway::Upstreams::from_settings(settings), rest)?
+        .merge(console.routes());
     // The entry point listens where clients reach it; the components stay on `http.host`.
     let mut http = settings.http.clone();
     http.host.clone_from(&settings.http.gateway_host);

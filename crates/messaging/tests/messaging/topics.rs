@@ -1,17 +1,21 @@
 //! The system's topics are created with their configuration: the catalog compacted (keyed by
-//! product, each record the whole product), the others with the broker's default (delete).
+//! product, each record the whole product), the others with the broker's default (delete); and
+//! each with the `min.insync.replicas` the settings name (`./dev up --cluster` asks for 2).
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 
 #[tokio::test]
 async fn the_catalog_topic_is_compacted_and_the_saga_topics_are_not() {
-    let settings = test_support::isolated_settings();
+    let mut settings = test_support::isolated_settings();
+    // The one local broker holds one replica, so 1 is the only value it can honour; set on the
+    // topic, it shows as the topic's own setting rather than the broker's default.
+    settings.kafka.min_insync_replicas = Some(1);
     messaging::topics::ensure(&settings.kafka, &messaging::topics::ALL)
         .await
         .unwrap();
@@ -30,6 +34,12 @@ async fn the_catalog_topic_is_compacted_and_the_saga_topics_are_not() {
     let mut policies = Vec::new();
     for (logical, result) in messaging::topics::ALL.iter().zip(described) {
         let resource = result.unwrap();
+        let min_insync = resource.get("min.insync.replicas").unwrap();
+        assert_eq!(min_insync.value.as_deref(), Some("1"), "{logical}");
+        assert!(
+            matches!(min_insync.source, ConfigSource::DynamicTopic),
+            "{logical}: min.insync.replicas is the topic's own, not the broker's default"
+        );
         let policy = resource
             .get("cleanup.policy")
             .and_then(|entry| entry.value.clone())

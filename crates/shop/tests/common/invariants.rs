@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -9,6 +10,33 @@ use serde_json::Value;
 use crate::common::stack::Stack;
 
 pub const SEEDED: [(i64, i64); 3] = [(1, 100), (2, 50), (3, 25)];
+
+/// I4 after a fault: every order settles within 30 s of recovery.
+pub const AFTER_RECOVERY: Duration = Duration::from_secs(30);
+
+/// Waits until every order of `ids` settled and nothing stays reserved, each within
+/// [`AFTER_RECOVERY`] (I4 after a fault).
+pub async fn settled_after_recovery(stack: &Stack, ids: &[String]) {
+    for id in ids {
+        stack.settled(id, AFTER_RECOVERY).await;
+    }
+    test_support::eventually(AFTER_RECOVERY, "reservations to settle", || async {
+        Ok(stack
+            .stock()
+            .await
+            .values()
+            .all(|(_, reserved)| *reserved == 0)
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// [`settled_after_recovery`], then I1–I4 over `ids`, every order the stack saw.
+pub async fn settle_and_check(stack: &Stack, ids: &[String]) {
+    settled_after_recovery(stack, ids).await;
+    check(&snapshot(stack, ids).await);
+}
 
 /// Everything observable that the saga changes; equal snapshots mean nothing changed.
 #[derive(Debug, PartialEq)]

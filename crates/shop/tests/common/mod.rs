@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod invariants;
+pub mod replay;
 pub mod stack;

@@ -11,6 +11,29 @@ use test_support::{eventually, unique};
 
 pub const COMPONENTS: [&str; 4] = ["order", "stock", "payment", "gateway"];
 
+/// The processes of a cluster stack ([`Stack::start_cluster`]): two instances of every
+/// service, named after the component and a number, and one gateway that spreads requests
+/// over them.
+pub const CLUSTER_INSTANCES: [&str; 9] = [
+    "order-1",
+    "order-2",
+    "stock-1",
+    "stock-2",
+    "payment-1",
+    "payment-2",
+    "projections-1",
+    "projections-2",
+    "gateway",
+];
+
+/// The component an instance runs: `order` for `order-2`, the name itself for `order`.
+pub fn component_of(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((component, number)) if number.chars().all(|c| c.is_ascii_digit()) => component,
+        _ => name,
+    }
+}
+
 /// One copy of the system: four `shop` processes with their own databases and topics (the
 /// gateway's is the console's).
 pub struct Stack {
@@ -54,6 +77,68 @@ impl Stack {
 
     /// A stack running `components`, with extra `SHOP_*` settings.
     pub async fn start_with(components: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
+        // The projections run only in the stacks that ask for them; they get a port either
+        // way, for the gateway to route the reports to.
+        let mut stack = Self::prepare(
+            &["order", "stock", "payment", "gateway", "projections"],
+            extra_env,
+        );
+        for component in components {
+            stack.spawn(component).await;
+        }
+        if components.contains(&"order") && components.contains(&"stock") {
+            stack.catalog_replicated().await;
+        }
+        stack
+    }
+
+    /// Every process of [`CLUSTER_INSTANCES`] running on the Kafka cluster at `brokers`, with
+    /// topics replicated three times and `min.insync.replicas` 2, and the gateway spreading
+    /// each component's requests over its two instances.
+    pub async fn start_cluster(brokers: &str) -> Self {
+        let kafka = [
+            ("SHOP_KAFKA__BROKERS", brokers),
+            ("SHOP_KAFKA__REPLICATION", "3"),
+            ("SHOP_KAFKA__MIN_INSYNC_REPLICAS", "2"),
+        ];
+        let mut stack = Self::prepare(&CLUSTER_INSTANCES, &kafka);
+        stack.settings.kafka.brokers = brokers.to_owned();
+        for component in ["order", "stock", "payment", "projections"] {
+            let urls: Vec<String> = ["1", "2"]
+                .iter()
+                .map(|n| {
+                    format!(
+                        "http://127.0.0.1:{}",
+                        stack.ports[format!("{component}-{n}").as_str()]
+                    )
+                })
+                .collect();
+            stack.env.push((
+                format!("SHOP_GATEWAY__{}_URLS", component.to_uppercase()),
+                urls.join(","),
+            ));
+        }
+        // The first instances make the databases, their tables and the topics; the second ones
+        // and the gateway start after them, all at once.
+        stack
+            .spawn_all(&["order-1", "stock-1", "payment-1", "projections-1"])
+            .await;
+        stack
+            .spawn_all(&[
+                "order-2",
+                "stock-2",
+                "payment-2",
+                "projections-2",
+                "gateway",
+            ])
+            .await;
+        stack.catalog_replicated().await;
+        stack
+    }
+
+    /// The stack's settings, ports and databases for the processes `names`, none started. Each
+    /// component's port is its first instance's, so the console in the gateway finds it.
+    fn prepare(names: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
         let settings = test_support::settings();
         let id = unique("sys");
         let prefix = format!("{id}.");
@@ -66,18 +151,22 @@ impl Stack {
                 "warn,shop=info".to_owned(),
             ),
         ];
-        for component in COMPONENTS {
+        for &name in names {
             let port = free_port();
-            ports.insert(component, port);
+            ports.insert(name, port);
+            let component = component_of(name);
+            if !(name.ends_with("-1") || name == component) {
+                continue;
+            }
             env.push((
                 format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
                 port.to_string(),
             ));
-            // The gateway's database is the console's.
-            let owner = if component == "gateway" {
-                "console"
-            } else {
-                component
+            // The gateway's database is the console's; the projections have none.
+            let owner = match component {
+                "gateway" => "console",
+                "projections" => continue,
+                owner => owner,
             };
             let database = format!("test_{id}_{owner}");
             env.push((
@@ -86,16 +175,8 @@ impl Stack {
             ));
             databases.insert(owner, database);
         }
-        // The projections run only in the stacks that ask for them (`start_with`); they get a
-        // port either way, for the gateway to route the reports to, and a Redis key prefix and
-        // a MongoDB database of their own.
-        let projections = free_port();
-        ports.insert("projections", projections);
+        // A Redis key prefix and a MongoDB database of the stack's own, for the projections.
         env.extend([
-            (
-                "SHOP_HTTP__PROJECTIONS_PORT".to_owned(),
-                projections.to_string(),
-            ),
             ("SHOP_REDIS__KEY_PREFIX".to_owned(), format!("{id}:")),
             ("SHOP_MONGODB__DATABASE".to_owned(), id.clone()),
         ]);
@@ -111,7 +192,7 @@ impl Stack {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let mut stack = Self {
+        Self {
             prefix,
             client: test_support::http_client(),
             env,
@@ -121,14 +202,7 @@ impl Stack {
             settings,
             operator: test_support::operator(),
             restocked: Mutex::new(HashMap::new()),
-        };
-        for component in components {
-            stack.spawn(component).await;
         }
-        if components.contains(&"order") && components.contains(&"stock") {
-            stack.catalog_replicated().await;
-        }
-        stack
     }
 
     /// Waits until the order service prices from the whole seeded catalog: stock publishes it
@@ -200,28 +274,54 @@ impl Stack {
     }
 
     /// Starts a component's process and waits until it answers.
-    pub async fn spawn(&mut self, component: &'static str) {
+    pub async fn spawn(&mut self, name: &'static str) {
+        self.launch(name);
+        self.listening(name).await;
+    }
+
+    /// Starts the processes `names` at once, then waits until each answers.
+    pub async fn spawn_all(&mut self, names: &[&'static str]) {
+        for name in names {
+            self.launch(name);
+        }
+        for name in names {
+            self.listening(name).await;
+        }
+    }
+
+    /// Starts the process `name`: the component it names (`order` for `order-2`) on the port
+    /// the stack gave it.
+    fn launch(&mut self, name: &'static str) {
         let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("system-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_dir.join(format!("{}{component}.log", self.prefix)))
+            .open(log_dir.join(format!("{}{name}.log", self.prefix)))
             .unwrap();
+        let component = component_of(name);
         let child = Command::new(env!("CARGO_BIN_EXE_shop"))
             .arg(component)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
+                self.ports[name].to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        self.children.insert(component, child);
-        let url = self.url(component, "/health/live");
+        self.children.insert(name, child);
+    }
+
+    /// Waits until the process `name` answers on its port.
+    async fn listening(&self, name: &str) {
+        let url = self.url(name, "/health/live");
         let client = self.client.clone();
         eventually(
             Duration::from_secs(60),
-            &format!("{component} to listen"),
+            &format!("{name} to listen"),
             || {
                 let (client, url) = (client.clone(), url.clone());
                 async move {
@@ -270,6 +370,11 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The Kafka bootstrap servers the stack runs on.
+    pub fn brokers(&self) -> &str {
+        &self.settings.kafka.brokers
     }
 
     /// A pool on a component's database, for checks and for bench set-up.

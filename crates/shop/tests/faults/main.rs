@@ -8,21 +8,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::time::Duration;
-
 use serde_json::json;
 use test_support::Stopped;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::common::invariants::{check, snapshot};
+use crate::common::invariants::{AFTER_RECOVERY, settle_and_check};
 use crate::common::stack::{Stack, item};
 
 /// One drill at a time: each stops something the others need.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// I4 after a fault: every order settles within 30 s of recovery.
-const AFTER_RECOVERY: Duration = Duration::from_secs(30);
 
 async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
     let customer = Uuid::new_v4();
@@ -35,23 +30,6 @@ async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
         let order = stack.place(customer, items).await;
         ids.push(order["orderId"].as_str().unwrap().to_owned());
     }
-}
-
-async fn settle_and_check(stack: &Stack, ids: &[String]) {
-    for id in ids {
-        stack.settled(id, AFTER_RECOVERY).await;
-    }
-    test_support::eventually(AFTER_RECOVERY, "reservations to settle", || async {
-        Ok(stack
-            .stock()
-            .await
-            .values()
-            .all(|(_, reserved)| *reserved == 0)
-            .then_some(()))
-    })
-    .await
-    .unwrap();
-    check(&snapshot(stack, ids).await);
 }
 
 #[tokio::test]

@@ -365,7 +365,7 @@ async fn hostile_messages_are_parked_and_every_other_order_goes_on() {
     );
 
     // The same processes, still ready, and the hostile messages changed nothing.
-    crate::replay::all_caught_up(&stack).await;
+    crate::common::replay::all_caught_up(&stack).await;
     assert_eq!(stack.pids(), pids, "a component restarted");
     for component in ["order", "stock", "payment"] {
         let ready = stack

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::LetterQuery;
 use crate::Console;
-use crate::dead_letters::{LetterId, Selection, State as LetterState};
+use crate::dead_letters::{Action, LetterId, Selection, State as LetterState};
 use crate::pages::layout::{error_page, layout, page, urlencode};
 use crate::session::Session;
 
@@ -23,21 +23,6 @@ pub(crate) struct ActionForm {
     dry_run: String,
     #[serde(flatten)]
     filter: LetterQuery,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Action {
-    Redrive,
-    Discard,
-}
-
-impl Action {
-    fn name(self) -> &'static str {
-        match self {
-            Action::Redrive => "redrive",
-            Action::Discard => "discard",
-        }
-    }
 }
 
 pub(crate) async fn redrive(
@@ -82,19 +67,10 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
             }
         }
     };
-    let dead_letters = console.dead_letters();
-    let outcome = match action {
-        Action::Redrive => {
-            dead_letters
-                .redrive(&selection, dry_run, &session.actor)
-                .await
-        }
-        Action::Discard => {
-            dead_letters
-                .discard(&selection, dry_run, &session.actor)
-                .await
-        }
-    };
+    let outcome = console
+        .dead_letters()
+        .act(&selection, action, dry_run, &session.actor)
+        .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -106,7 +82,7 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
         }
     };
     if dry_run {
-        let verb = action.name();
+        let verb = action.verb();
         let body = html! {
             h1 { "Confirm: " (verb) }
             p { (outcome.matched) " waiting letters match this filter." }

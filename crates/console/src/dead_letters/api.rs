@@ -37,8 +37,8 @@ use utoipa::openapi::schema::{
 use utoipa::{PartialSchema as _, ToSchema};
 
 use super::{
-    DeadLetters, Error, Filter, Letter, LetterHeader, LetterId, Outcome, Payload, Resolution,
-    ResolutionKind, Selection, State as LetterState,
+    Action, DeadLetters, Error, Filter, Letter, LetterHeader, LetterId, Outcome, Payload,
+    Resolution, ResolutionKind, Selection, State as LetterState,
 };
 
 /// Text filters longer than this are refused: no consumer name, message type or reason
@@ -525,15 +525,10 @@ pub(super) async fn one(
 )]
 pub(super) async fn redrive(
     State(dead_letters): State<DeadLetters>,
-    Operator(identity): Operator,
+    operator: Operator,
     Json(request): Json<ActionRequest>,
 ) -> Result<axum::Json<Outcome>, Refusal> {
-    let dry_run = request.dry_run;
-    let selection = request.selection()?;
-    let outcome = dead_letters
-        .redrive(&selection, dry_run, &identity.name)
-        .await?;
-    Ok(axum::Json(outcome))
+    act(&dead_letters, Action::Redrive, operator, request).await
 }
 
 #[utoipa::path(
@@ -553,13 +548,23 @@ pub(super) async fn redrive(
 )]
 pub(super) async fn discard(
     State(dead_letters): State<DeadLetters>,
-    Operator(identity): Operator,
+    operator: Operator,
     Json(request): Json<ActionRequest>,
+) -> Result<axum::Json<Outcome>, Refusal> {
+    act(&dead_letters, Action::Discard, operator, request).await
+}
+
+/// Redrive and discard read the same request and answer alike; only the action differs.
+async fn act(
+    dead_letters: &DeadLetters,
+    action: Action,
+    Operator(identity): Operator,
+    request: ActionRequest,
 ) -> Result<axum::Json<Outcome>, Refusal> {
     let dry_run = request.dry_run;
     let selection = request.selection()?;
     let outcome = dead_letters
-        .discard(&selection, dry_run, &identity.name)
+        .act(&selection, action, dry_run, &identity.name)
         .await?;
     Ok(axum::Json(outcome))
 }

@@ -248,7 +248,9 @@ impl DeadLetters {
         Ok(window.letters().saturating_sub(resolved))
     }
 
-    async fn act(
+    /// [`DeadLetters::redrive`] or [`DeadLetters::discard`], as `action` says: for callers
+    /// that take the action as data (the API's handlers, the pages' forms).
+    pub(crate) async fn act(
         &self,
         selection: &Selection,
         action: Action,
@@ -280,13 +282,22 @@ fn newest_first(letters: &mut Vec<Raw>, limit: usize) {
     letters.truncate(limit);
 }
 
+/// What an operator does with waiting letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Redrive,
     Discard,
 }
 
 impl Action {
+    /// The verb, as the console's paths and buttons say it.
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Action::Redrive => "redrive",
+            Action::Discard => "discard",
+        }
+    }
+
     fn kind(self) -> ResolutionKind {
         match self {
             Action::Redrive => ResolutionKind::Redriven,

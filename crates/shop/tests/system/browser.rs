@@ -8,12 +8,16 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use contracts::headers as h;
+use contracts::topics;
+use serde_json::{Value, json};
 use test_support::browser::Browser;
 use test_support::eventually;
+use test_support::kafka::{RawProducer, Record};
 use uuid::Uuid;
 
 use crate::common::stack::Stack;
+use crate::hostile;
 
 /// Buttons that change something; a viewer's pages have none of them.
 const ACTIONS: [&str; 7] = [
@@ -224,10 +228,14 @@ async fn an_operator_sees_every_component_and_watches_a_stuck_order_time_out() {
 /// SYSTEM.md §11: a viewer reads every page, dead letters included, and is offered no action;
 /// an action without the session's CSRF token is refused and changes nothing; an operator
 /// redrives a dead letter from its page once its cause is fixed, and the order's journey, open
-/// in another tab, shows it complete without being reloaded.
+/// in another tab, shows it complete without being reloaded. Then a poison message published
+/// straight to a topic: the operator finds it by its reason, reads its payload and headers and
+/// discards it after the dry run's confirmation, audited; the component that parked it is the
+/// process the stack started.
 #[tokio::test]
-async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a_letter() {
+async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_and_discards() {
     let stack = Stack::start().await;
+    let pids = stack.pids();
     let payment = stack.pool("payment").await;
     // The fault: payment's database refuses this customer's payments (a check violation, so
     // the consumer parks the message at once).
@@ -427,6 +435,150 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
     browser.goto(&stack.api("/console/audit")).await.unwrap();
     browser.wait_for_text("dead-letter.redrive").await.unwrap();
     browser.wait_for_text("grace").await.unwrap();
+
+    // A poison message on the stock topic, as no correct producer sends it: a reservation
+    // whose amount has three decimal places, with the headers the relay writes. Payment parks
+    // it at once (out of range is a permanent failure).
+    let poisoned_order = Uuid::new_v4();
+    let headers = hostile::headers("StockReserved", "2");
+    let message_id = headers
+        .iter()
+        .find(|(name, _)| name == h::MESSAGE_ID)
+        .map(|(_, id)| id.clone())
+        .unwrap();
+    RawProducer::new(&test_support::settings())
+        .unwrap()
+        .send(
+            &format!("{}{}", stack.prefix, topics::STOCK),
+            &Record {
+                key: Some(poisoned_order.to_string()),
+                payload: Some(hostile::reserved(poisoned_order, json!(1), "10.001")),
+                headers,
+                ..Record::default()
+            },
+        )
+        .await
+        .unwrap();
+    let poison = eventually(
+        Duration::from_secs(30),
+        "payment to park the poison message",
+        || async {
+            let letters = stack
+                .ops_get("/api/ops/dead-letters?reason=decimal%20places")
+                .await;
+            Ok(letters.as_array().unwrap().first().cloned())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(poison["messageId"], message_id.as_str(), "{poison:#}");
+    assert_eq!(poison["key"], poisoned_order.to_string(), "{poison:#}");
+    let reason = poison["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("10.001"), "{poison:#}");
+    let poison_id = poison["id"].as_str().unwrap().to_owned();
+
+    // The component the operator API names as its parker survived it: the same process the
+    // stack started, still up on the overview.
+    let parker = poison["consumer"].as_str().unwrap();
+    assert_eq!(parker, "payment", "{poison:#}");
+    assert_eq!(stack.pids(), pids, "a component restarted");
+    let components = stack.ops_get("/api/ops/overview").await["components"].clone();
+    assert!(
+        components
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == parker && c["up"] == true),
+        "{parker} is not up: {components:#}"
+    );
+
+    // The operator finds it by its reason, among the dead letters.
+    browser
+        .goto(&stack.api("/console/dead-letters"))
+        .await
+        .unwrap();
+    browser
+        .submit_form("form.filters", &[("reason", "decimal places")])
+        .await
+        .unwrap();
+    browser
+        .wait_for("the filtered list", || async {
+            let url = browser.current_url().await?;
+            Ok(url.contains("reason=decimal+places").then_some(()))
+        })
+        .await
+        .unwrap();
+    let poison_link = format!("a[href=\"/console/dead-letters/{poison_id}\"]");
+    browser.wait_for_element(&poison_link).await.unwrap();
+    browser.wait_for_text(&reason).await.unwrap();
+
+    // Its page shows the payload as published and every header, the parking ones included.
+    browser.click(&poison_link).await.unwrap();
+    browser
+        .wait_for_text("\"amount\": \"10.001\"")
+        .await
+        .unwrap();
+    let page = browser.text().await.unwrap();
+    let origin = format!("{}{}/", stack.prefix, topics::STOCK);
+    for shown in [
+        h::MESSAGE_ID,
+        message_id.as_str(),
+        h::MESSAGE_TYPE,
+        h::CORRELATION_ID,
+        h::DEAD_LETTER_REASON,
+        h::DEAD_LETTER_CONSUMER,
+        h::DEAD_LETTER_ORIGIN,
+        origin.as_str(),
+        reason.as_str(),
+    ] {
+        assert!(page.contains(shown), "{shown} missing: {page}");
+    }
+
+    // Discarded by filter: the dry run counts it and discards nothing; its confirmation acts.
+    browser
+        .goto(&stack.api("/console/dead-letters?reason=decimal+places"))
+        .await
+        .unwrap();
+    browser.click_text("Discard every match…").await.unwrap();
+    browser
+        .wait_for_text("1 waiting letters match this filter.")
+        .await
+        .unwrap();
+    let one = format!("/api/ops/dead-letters/{poison_id}");
+    assert_eq!(
+        stack.ops_get(&one).await["resolution"],
+        Value::Null,
+        "a dry run discards nothing"
+    );
+    browser.click_text("discard 1 letters").await.unwrap();
+    browser
+        .wait_for_text("Discarded: 1 of 1 matching letters.")
+        .await
+        .unwrap();
+    let resolution = stack.ops_get(&one).await["resolution"].clone();
+    assert_eq!(resolution["kind"], "discarded", "{resolution:#}");
+    assert_eq!(resolution["actor"], "grace", "{resolution:#}");
+
+    // The discard is audited: who, which letter, what it was and what became of it.
+    let audit = stack
+        .ops_get("/api/ops/dead-letters/audit?action=dead-letter.discard")
+        .await;
+    let entries = audit.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit:#}");
+    assert_eq!(entries[0]["actor"], "grace", "{audit:#}");
+    assert_eq!(
+        entries[0]["subject"],
+        format!("dead-letter:{poison_id}"),
+        "{audit:#}"
+    );
+    assert_eq!(entries[0]["before"]["reason"], reason.as_str(), "{audit:#}");
+    assert_eq!(entries[0]["after"]["state"], "discarded", "{audit:#}");
+    browser.goto(&stack.api("/console/audit")).await.unwrap();
+    browser.wait_for_text("dead-letter.discard").await.unwrap();
+    browser
+        .wait_for_text(&format!("dead-letter:{poison_id}"))
+        .await
+        .unwrap();
 
     browser.close().await.unwrap();
     payment.close().await;

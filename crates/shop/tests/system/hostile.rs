@@ -28,7 +28,7 @@ struct Case {
 }
 
 /// The headers the relay writes, for a message of `message_type` at `version`.
-fn headers(message_type: &str, version: &str) -> Vec<(String, String)> {
+pub(crate) fn headers(message_type: &str, version: &str) -> Vec<(String, String)> {
     vec![
         (h::MESSAGE_ID.into(), Uuid::new_v4().to_string()),
         (h::MESSAGE_TYPE.into(), message_type.into()),
@@ -58,7 +58,7 @@ fn placed(order_id: Uuid, lines: Value, total: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn reserved(order_id: Uuid, revision: Value, amount: &str) -> Vec<u8> {
+pub(crate) fn reserved(order_id: Uuid, revision: Value, amount: &str) -> Vec<u8> {
     json!({
         "orderId": order_id, "customerId": Uuid::new_v4(), "revision": revision,
         "amount": amount,

@@ -239,12 +239,7 @@ async fn assert_topics_replicated(stack: &Stack, cluster: &Cluster) {
 /// `Idempotency-Key` and retried with it until it is 201: a retried request never places a
 /// second order, so the list of orders is exact whatever the gateway answered meanwhile.
 struct Load {
-    url: String,
-    client: reqwest::Client,
-    customers: u128,
-    next: Arc<AtomicUsize>,
-    placed: Arc<Mutex<Vec<String>>>,
-    retried: Arc<AtomicUsize>,
+    placer: Placer,
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -252,16 +247,18 @@ struct Load {
 impl Load {
     fn start(stack: &Stack) -> Self {
         let mut load = Load {
-            url: stack.api("/api/orders"),
-            client: stack.client.clone(),
-            customers: Uuid::new_v4().as_u128(),
-            next: Arc::new(AtomicUsize::new(0)),
-            placed: Arc::new(Mutex::new(Vec::new())),
-            retried: Arc::new(AtomicUsize::new(0)),
+            placer: Placer {
+                url: stack.api("/api/orders"),
+                client: stack.client.clone(),
+                customers: Uuid::new_v4().as_u128(),
+                next: Arc::new(AtomicUsize::new(0)),
+                placed: Arc::new(Mutex::new(Vec::new())),
+                retried: Arc::new(AtomicUsize::new(0)),
+            },
             stop: Arc::new(AtomicBool::new(false)),
             task: None,
         };
-        let steady = load.placer();
+        let steady = load.placer.clone();
         let stop = load.stop.clone();
         load.task = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
@@ -278,20 +275,9 @@ impl Load {
         load
     }
 
-    fn placer(&self) -> Placer {
-        Placer {
-            url: self.url.clone(),
-            client: self.client.clone(),
-            customers: self.customers,
-            next: self.next.clone(),
-            placed: self.placed.clone(),
-            retried: self.retried.clone(),
-        }
-    }
-
     /// Places `n` orders at once, on top of the steady load.
     fn burst(&self, n: usize) -> tokio::task::JoinHandle<()> {
-        let placer = self.placer();
+        let placer = self.placer.clone();
         tokio::spawn(async move {
             let orders: Vec<_> = (0..n)
                 .map(|_| tokio::spawn(placer.clone().place()))
@@ -308,8 +294,8 @@ impl Load {
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
-        let placed = self.placed.lock().await.clone();
-        (placed, self.retried.load(Ordering::Relaxed))
+        let placed = self.placer.placed.lock().await.clone();
+        (placed, self.placer.retried.load(Ordering::Relaxed))
     }
 }
 

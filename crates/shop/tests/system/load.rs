@@ -3,14 +3,13 @@
 //! they run, then the invariants exactly.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::common::invariants::{check, snapshot};
+use crate::common::invariants::{check, settled_after_recovery, snapshot};
 use crate::common::stack::{Stack, item};
 
 const ORDERS: usize = 500;
@@ -115,24 +114,8 @@ async fn five_hundred_concurrent_orders_keep_every_invariant() {
 
     let ids = placed.lock().await.clone();
     assert_eq!(ids.len(), ORDERS);
-    for id in &ids {
-        stack.settled(id, Duration::from_secs(30)).await;
-    }
-    // Stock sees completions after the orders do: wait until nothing is reserved.
-    test_support::eventually(
-        Duration::from_secs(30),
-        "reservations to settle",
-        || async {
-            Ok(stack
-                .stock()
-                .await
-                .values()
-                .all(|(_, reserved)| *reserved == 0)
-                .then_some(()))
-        },
-    )
-    .await
-    .unwrap();
+    // Stock sees completions after the orders do: this also waits until nothing is reserved.
+    settled_after_recovery(&stack, &ids).await;
 
     let snapshot = snapshot(&stack, &ids).await;
     check(&snapshot);

@@ -1,6 +1,6 @@
-//! The servers over TLS with credentials, by configuration only (SYSTEM.md §9): PostgreSQL as
-//! `./dev` serves it to the role `shop_tls`, which it lets in only over TLS and with its password
-//! (`postgres_tls` in `./dev`), against the local certificate authority in `.local/tls`.
+//! PostgreSQL as `./dev` serves it to the role `shop_tls`, which it lets in only over TLS and
+//! with its password (`postgres_tls` in `./dev`), against the local certificate authority in
+//! `.local/tls`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

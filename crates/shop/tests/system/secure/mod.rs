@@ -2,4 +2,12 @@
 //! refuses a client without the right credentials, and the saga runs with the services
 //! configured for them. One file per server.
 
+use std::path::{Path, PathBuf};
+
 mod postgres;
+
+/// Where `./dev` keeps the local certificate authority, the server certificates and the
+/// credentials it makes (`ensure_tls`).
+fn tls_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.local/tls")
+}

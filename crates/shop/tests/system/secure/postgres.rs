@@ -2,7 +2,7 @@
 //! with its password (`postgres_tls` in `./dev`), against the local certificate authority in
 //! `.local/tls`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use platform::settings::PostgresSettings;
@@ -10,12 +10,8 @@ use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
+use super::tls_dir;
 use crate::common::stack::{Stack, item};
-
-/// Where `./dev` keeps the local certificate authority and the role's password.
-fn tls_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.local/tls")
-}
 
 fn password() -> String {
     let file = tls_dir().join("postgres-password");

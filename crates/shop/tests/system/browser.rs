@@ -22,7 +22,7 @@ use crate::hostile;
 /// Buttons that change something; a viewer's pages have none of them.
 const ACTIONS: [&str; 7] = [
     "Redrive",
-    "Discard",
+    "Discard…",
     "Redrive every match…",
     "Discard every match…",
     "Reprice",
@@ -534,6 +534,24 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
         assert!(page.contains(shown), "{shown} missing: {page}");
     }
 
+    // Its own Discard asks first; cancelled, the letter still waits.
+    browser.click_text("Discard…").await.unwrap();
+    browser
+        .wait_for_text("will be marked discarded")
+        .await
+        .unwrap();
+    let one = format!("/api/ops/dead-letters/{poison_id}");
+    assert_eq!(
+        stack.ops_get(&one).await["resolution"],
+        Value::Null,
+        "asking discards nothing"
+    );
+    browser.click_text("Cancel").await.unwrap();
+    browser
+        .wait_for_text("\"amount\": \"10.001\"")
+        .await
+        .unwrap();
+
     // Discarded by filter: the dry run counts it and discards nothing; its confirmation acts.
     browser
         .goto(&stack.api("/console/dead-letters?reason=decimal+places"))
@@ -544,7 +562,6 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
         .wait_for_text("1 waiting letters match this filter.")
         .await
         .unwrap();
-    let one = format!("/api/ops/dead-letters/{poison_id}");
     assert_eq!(
         stack.ops_get(&one).await["resolution"],
         Value::Null,

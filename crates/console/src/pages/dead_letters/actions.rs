@@ -5,7 +5,7 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::LetterQuery;
@@ -41,8 +41,8 @@ pub(crate) async fn discard(
     act(console, session, form, Action::Discard).await
 }
 
-/// One letter at once; many by filter only after a dry run showed how many, and a second,
-/// confirming submission.
+/// A dry run shows what the action would touch and asks for a second, confirming submission:
+/// always for many letters by filter, and for one letter's discard; otherwise one letter at once.
 async fn act(console: Console, session: Session, form: ActionForm, action: Action) -> Response {
     if let Err(refused) = session.check_csrf(&form.csrf) {
         return refused.into_response();
@@ -82,25 +82,9 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
         }
     };
     if dry_run {
-        let verb = action.verb();
-        let body = html! {
-            h1 { "Confirm: " (verb) }
-            p { (outcome.matched) " waiting letters match this filter." }
-            @if outcome.matched > 0 {
-                div.actions {
-                    form method="post" action={ "/console/dead-letters/" (verb) } {
-                        input type="hidden" name="csrf" value=(session.csrf);
-                        input type="hidden" name="dryRun" value="false";
-                        (form.filter.hidden())
-                        button.primary[matches!(action, Action::Redrive)].danger[matches!(action, Action::Discard)] type="submit" {
-                            (verb) " " (outcome.matched) " letters"
-                        }
-                    }
-                    a href="/console/dead-letters" { "Cancel" }
-                }
-            } @else {
-                p { a href="/console/dead-letters" { "Back" } }
-            }
+        let body = match &selection {
+            Selection::One(id) => confirm_one(&session, action, *id, outcome.matched),
+            Selection::Matching(_) => confirm_many(&session, action, &form.filter, outcome.matched),
         };
         return page(layout(
             Some(&session),
@@ -125,4 +109,57 @@ async fn act(console: Console, session: Session, form: ActionForm, action: Actio
         urlencode(&notice)
     ))
     .into_response()
+}
+
+/// The confirmation of an action on one letter; `matched` is 0 when it is no longer waiting.
+fn confirm_one(session: &Session, action: Action, id: LetterId, matched: u64) -> Markup {
+    let verb = action.verb();
+    let back = format!("/console/dead-letters/{id}");
+    html! {
+        h1 { "Confirm: " (verb) }
+        @if matched > 0 {
+            p { "Dead letter " code { (id) } @match action {
+                Action::Discard => " will be marked discarded. It stays in the dead-letter topic and in the audit, and is never redriven after.",
+                Action::Redrive => " will be published again to the topic it came from.",
+            } }
+            div.actions {
+                form method="post" action={ "/console/dead-letters/" (verb) } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="letterId" value=(id);
+                    input type="hidden" name="dryRun" value="false";
+                    button.primary[matches!(action, Action::Redrive)].danger[matches!(action, Action::Discard)] type="submit" {
+                        (verb) " this letter"
+                    }
+                }
+                a href=(back) { "Cancel" }
+            }
+        } @else {
+            p { "Dead letter " code { (id) } " is no longer waiting: someone redrove or discarded it." }
+            p { a href=(back) { "Back" } }
+        }
+    }
+}
+
+/// The confirmation of an action on every waiting letter that matches `filter`.
+fn confirm_many(session: &Session, action: Action, filter: &LetterQuery, matched: u64) -> Markup {
+    let verb = action.verb();
+    html! {
+        h1 { "Confirm: " (verb) }
+        p { (matched) " waiting letters match this filter." }
+        @if matched > 0 {
+            div.actions {
+                form method="post" action={ "/console/dead-letters/" (verb) } {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="dryRun" value="false";
+                    (filter.hidden())
+                    button.primary[matches!(action, Action::Redrive)].danger[matches!(action, Action::Discard)] type="submit" {
+                        (verb) " " (matched) " letters"
+                    }
+                }
+                a href="/console/dead-letters" { "Cancel" }
+            }
+        } @else {
+            p { a href="/console/dead-letters" { "Back" } }
+        }
+    }
 }

@@ -61,11 +61,13 @@ pub(crate) async fn dead_letter(
                     input type="hidden" name="dryRun" value="false";
                     button.primary type="submit" { "Redrive" }
                 }
+                // A discard cannot be undone, so it asks first (the dry run's confirmation page);
+                // a redrive is safe to repeat (§6) and acts at once.
                 form method="post" action="/console/dead-letters/discard" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     input type="hidden" name="letterId" value=(letter.id);
-                    input type="hidden" name="dryRun" value="false";
-                    button.danger type="submit" { "Discard" }
+                    input type="hidden" name="dryRun" value="true";
+                    button.danger type="submit" { "Discard…" }
                 }
             }
         }

@@ -121,6 +121,7 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
         Overview,
         PartitionLag,
         crate::overview::ComponentUp,
+        crate::overview::InstanceUp,
         crate::overview::Sagas,
         crate::overview::ReasonCount,
         crate::overview::OutboxBacklog,

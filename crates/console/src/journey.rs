@@ -140,12 +140,12 @@ pub async fn journey(console: &Console, authorization: &str, order_id: Uuid) -> 
         DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
     });
     let mut problems = Vec::new();
-    let base = format!("{}/api/orders/{order_id}", console.component_url("order"));
-    let events_url = format!("{base}/events?limit=1000");
+    let base = format!("/api/orders/{order_id}");
+    let events_path = format!("{base}/events?limit=1000");
     let kafka = read_kafka(console, order_id, placed_at);
     let (order, events, found) = tokio::join!(
-        crate::upstream::get(console, authorization, &base),
-        crate::upstream::get(console, authorization, &events_url),
+        crate::upstream::get(console, authorization, "order", &base),
+        crate::upstream::get(console, authorization, "order", &events_path),
         kafka,
     );
     let order = order
@@ -323,14 +323,11 @@ async fn applied(
     }
     let ids = ids.join(",");
     let asks = ["order", "stock", "payment"].map(|service| {
-        let url = format!(
-            "{}/api/ops/inbox?messageIds={ids}",
-            console.component_url(service)
-        );
+        let path = format!("/api/ops/inbox?messageIds={ids}");
         async move {
             (
                 service,
-                crate::upstream::get(console, authorization, &url).await,
+                crate::upstream::get(console, authorization, service, &path).await,
             )
         }
     });

@@ -126,17 +126,11 @@ impl Console {
         &self.inner.http
     }
 
-    /// The base URL of a component (`order`, `stock`, `payment`, `projections`), where the
-    /// gateway finds it too.
-    pub fn component_url(&self, component: &str) -> String {
-        let http = &self.inner.settings.http;
-        let port = match component {
-            "order" => http.order_port,
-            "stock" => http.stock_port,
-            "payment" => http.payment_port,
-            _ => http.projections_port,
-        };
-        format!("http://{}:{port}", http.host)
+    /// The base URLs of a component's instances (`order`, `stock`, `payment`, `projections`),
+    /// where the gateway finds them too.
+    pub fn instances(&self, component: &str) -> Vec<String> {
+        let settings = &self.inner.settings;
+        settings.gateway.urls(&settings.http, component)
     }
 
     /// The overview with rates against the last reading anybody took.
@@ -162,17 +156,13 @@ impl Console {
         older_than: u32,
         limit: u32,
     ) -> Result<(Vec<serde_json::Value>, bool), String> {
-        let url = format!(
-            "{}/api/ops/orders/stuck?olderThan={older_than}&limit={limit}",
-            self.component_url("order")
-        );
-        let response = self
-            .http()
-            .get(&url)
-            .header(axum::http::header::AUTHORIZATION, authorization)
-            .send()
-            .await
-            .map_err(|e| format!("the order service is unreachable ({e})"))?;
+        let path = format!("/api/ops/orders/stuck?olderThan={older_than}&limit={limit}");
+        let response = upstream::request(self, "order", &path, |client, url| {
+            client
+                .get(url)
+                .header(axum::http::header::AUTHORIZATION, authorization)
+        })
+        .await?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("the order service answered {status}"));

@@ -5,6 +5,10 @@
 //! Rates and latency quantiles are differences between two readings of the components'
 //! metrics: the previous reading of the same viewer (the live page keeps its own), or the last
 //! one anybody took, if it is recent. Without one, the totals are shown and the rates are not.
+//!
+//! A component of several instances is read instance by instance: its counters and histograms
+//! add up across them, its outbox backlog (each instance samples the one table) is the largest
+//! any of them reports, and it is up while one of them answers.
 
 use std::time::{Duration, Instant};
 
@@ -23,35 +27,61 @@ const SERVICES: [&str; 3] = ["order", "stock", "payment"];
 /// is happening now.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// One reading of every component's metrics.
+/// One reading of every component's metrics, instance by instance.
 #[derive(Debug, Clone)]
 pub struct Readings {
     at: Instant,
-    metrics: Vec<(&'static str, Option<Metrics>)>,
+    components: Vec<ComponentReading>,
+}
+
+#[derive(Debug, Clone)]
+struct ComponentReading {
+    name: &'static str,
+    instances: Vec<scrape::InstanceReading>,
+    /// The instances that answered, as one ([`Metrics::combined`]).
+    combined: Option<Metrics>,
 }
 
 impl Readings {
+    fn component(&self, name: &str) -> Option<&ComponentReading> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
     fn of(&self, component: &str) -> Option<&Metrics> {
-        self.metrics
+        self.component(component).and_then(|c| c.combined.as_ref())
+    }
+
+    /// The largest sum of `name` any instance of `component` reports: for a gauge of state the
+    /// instances share, which each reports whole. `None` when no instance answered.
+    fn shared_gauge(&self, component: &str, name: &str) -> Option<f64> {
+        self.component(component)?
+            .instances
             .iter()
-            .find(|(name, _)| *name == component)
-            .and_then(|(_, m)| m.as_ref())
+            .filter_map(|i| i.metrics.as_ref())
+            .map(|m| m.sum(name, &[]))
+            .reduce(f64::max)
     }
 }
 
-/// Reads every component's `/metrics` at once.
+/// Reads every instance of every component at once.
 pub async fn read(console: &Console) -> Readings {
     let at = Instant::now();
-    let reads = COMPONENTS.map(|name| {
-        let url = format!("{}/metrics", console.component_url(name));
-        let client = console.http().clone();
-        async move { (name, scrape::read(&client, &url).await) }
+    let reads = COMPONENTS.map(|name| async move {
+        let instances = scrape::read_instances(console, name).await;
+        let answered: Vec<&Metrics> = instances
+            .iter()
+            .filter_map(|i| i.metrics.as_ref())
+            .collect();
+        let combined = (!answered.is_empty()).then(|| Metrics::combined(answered));
+        ComponentReading {
+            name,
+            instances,
+            combined,
+        }
     });
-    let [a, b, c, d] = reads;
-    let (a, b, c, d) = tokio::join!(a, b, c, d);
     Readings {
         at,
-        metrics: vec![a, b, c, d],
+        components: futures::future::join_all(reads).await,
     }
 }
 
@@ -80,6 +110,18 @@ pub struct Overview {
 #[serde(rename_all = "camelCase")]
 pub struct ComponentUp {
     pub name: String,
+    /// At least one instance answered.
+    pub up: bool,
+    /// Each instance (`SHOP_GATEWAY__*_URLS`, one when there is one).
+    pub instances: Vec<InstanceUp>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceUp {
+    /// Its base URL.
+    pub url: String,
+    /// Its metrics could be read.
     pub up: bool,
 }
 
@@ -157,11 +199,19 @@ pub async fn overview(
     });
     let previous = previous.filter(|p| now.at.duration_since(p.at) <= RATE_WINDOW);
     let components = now
-        .metrics
+        .components
         .iter()
-        .map(|(name, m)| ComponentUp {
-            name: (*name).to_owned(),
-            up: m.is_some(),
+        .map(|c| ComponentUp {
+            name: c.name.to_owned(),
+            up: c.combined.is_some(),
+            instances: c
+                .instances
+                .iter()
+                .map(|i| InstanceUp {
+                    url: i.url.clone(),
+                    up: i.metrics.is_some(),
+                })
+                .collect(),
         })
         .collect();
     let overview = Overview {
@@ -170,14 +220,10 @@ pub async fn overview(
         sagas: sagas(previous, &now),
         outbox: SERVICES
             .iter()
-            .map(|service| {
-                let metrics = now.of(service);
-                OutboxBacklog {
-                    service: (*service).to_owned(),
-                    pending: metrics.map(|m| m.sum("outbox_pending", &[])),
-                    oldest_age_seconds: metrics
-                        .map(|m| m.sum("outbox_oldest_pending_age_seconds", &[])),
-                }
+            .map(|service| OutboxBacklog {
+                service: (*service).to_owned(),
+                pending: now.shared_gauge(service, "outbox_pending"),
+                oldest_age_seconds: now.shared_gauge(service, "outbox_oldest_pending_age_seconds"),
             })
             .collect(),
         lag,

@@ -44,6 +44,65 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The readings of several instances of one component as one: samples of the same series
+    /// (name and labels) add up, as counters and histogram buckets of a component do across
+    /// its instances. A gauge of state the instances share (an outbox's backlog, which each
+    /// instance samples from the one table) must be read per instance instead.
+    pub fn combined<'a>(readings: impl IntoIterator<Item = &'a Metrics>) -> Metrics {
+        let mut index: std::collections::HashMap<(String, Vec<(String, String)>), usize> =
+            std::collections::HashMap::new();
+        let mut samples: Vec<Sample> = Vec::new();
+        for sample in readings.into_iter().flat_map(|m| &m.samples) {
+            let key = (sample.name.clone(), sample.labels.clone());
+            match index.get(&key) {
+                Some(&i) => {
+                    if let Some(existing) = samples.get_mut(i) {
+                        existing.value += sample.value;
+                    }
+                }
+                None => {
+                    index.insert(key, samples.len());
+                    samples.push(sample.clone());
+                }
+            }
+        }
+        Metrics { samples }
+    }
+}
+
+/// One reading of one instance of a component.
+#[derive(Debug, Clone)]
+pub struct InstanceReading {
+    /// The instance's base URL.
+    pub url: String,
+    /// `None` when it did not answer in time.
+    pub metrics: Option<Metrics>,
+}
+
+/// Reads every instance of `component` at once.
+pub async fn read_instances(console: &crate::Console, component: &str) -> Vec<InstanceReading> {
+    let reads = console.instances(component).into_iter().map(|url| {
+        let client = console.http().clone();
+        async move {
+            let metrics = read(&client, &format!("{url}/metrics")).await;
+            InstanceReading { url, metrics }
+        }
+    });
+    futures::future::join_all(reads).await
+}
+
+/// The metrics of `component` as one ([`Metrics::combined`] over the instances that answered);
+/// `None` when none did.
+pub async fn read_component(console: &crate::Console, component: &str) -> Option<Metrics> {
+    let instances = read_instances(console, component).await;
+    let answered: Vec<&Metrics> = instances
+        .iter()
+        .filter_map(|i| i.metrics.as_ref())
+        .collect();
+    (!answered.is_empty()).then(|| Metrics::combined(answered))
+}
+
 /// Parses the text format. Comments, blank lines and lines it cannot read are skipped: a reading
 /// is for display, and one odd line must not hide the others.
 pub fn parse(text: &str) -> Metrics {
@@ -198,6 +257,23 @@ saga_duration_seconds_bucket{outcome="completed",le="0.25"} 4
 saga_duration_seconds_bucket{outcome="completed",le="+Inf"} 4
 not a sample
 "#;
+
+    #[test]
+    fn instances_combine_series_by_series() {
+        let first = parse(
+            "saga_outcomes_total{outcome=\"completed\"} 12\nprojection_lag{store=\"redis\",partition=\"0\"} 5\nprojection_lag{store=\"redis\",partition=\"1\"} 0\n",
+        );
+        let second = parse(
+            "saga_outcomes_total{outcome=\"completed\"} 30\nprojection_lag{store=\"redis\",partition=\"1\"} 2\n",
+        );
+        let combined = Metrics::combined([&first, &second]);
+        assert_eq!(combined.sum("saga_outcomes_total", &[]), 42.0);
+        let lag: Vec<(&str, f64)> = combined
+            .matching("projection_lag", &[("store", "redis")])
+            .map(|s| (s.label("partition").unwrap_or_default(), s.value))
+            .collect();
+        assert_eq!(lag, [("0", 5.0), ("1", 2.0)], "one sample per partition");
+    }
 
     #[test]
     fn samples_are_read_with_their_labels() {

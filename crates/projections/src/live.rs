@@ -337,7 +337,9 @@ impl<M: ReadModel> Projection<M> {
 }
 
 /// Sets `projection_lag{store, partition}` = high watermark − committed offset for each
-/// assigned partition, every `interval`. librdkafka's calls block, so they run off the runtime.
+/// assigned partition, every `interval`, and 0 for a partition this instance measured before and
+/// no longer has: another instance reports it now, and the console adds the instances' figures.
+/// librdkafka's calls block, so they run off the runtime.
 async fn measure_lag(
     consumer: Arc<StreamConsumer>,
     topic: String,
@@ -360,6 +362,10 @@ async fn measure_lag(
                 .set(*lag as f64);
         }
         if let Ok(mut current) = stats.lag.lock() {
+            for partition in current.keys().filter(|p| !lags.contains_key(p)) {
+                metrics::gauge!("projection_lag", "store" => store, "partition" => partition.to_string())
+                    .set(0.0);
+            }
             *current = lags;
         }
     }

@@ -15,9 +15,11 @@ pub(crate) async fn audit(State(console): State<Console>, session: Session) -> R
         let mut conn = console.pool().acquire().await?;
         messaging::audit::list(&mut conn, &messaging::audit::Filter::default(), None, 100).await
     };
-    let stock_url = format!("{}/api/ops/audit?limit=100", console.component_url("stock"));
     let auth = session.authorization();
-    let (own, stock) = tokio::join!(own, crate::upstream::get(&console, &auth, &stock_url));
+    let (own, stock) = tokio::join!(
+        own,
+        crate::upstream::get(&console, &auth, "stock", "/api/ops/audit?limit=100")
+    );
     let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
     let mut problems = Vec::new();
     match own {

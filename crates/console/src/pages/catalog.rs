@@ -18,14 +18,9 @@ pub(crate) async fn catalog(
     Query(query): Query<NoticeQuery>,
 ) -> Response {
     let auth = session.authorization();
-    let stock = console.component_url("stock");
-    let (products_url, stock_url) = (
-        format!("{stock}/api/products?limit=1000"),
-        format!("{stock}/api/stock?limit=1000"),
-    );
     let (products, units) = tokio::join!(
-        crate::upstream::get(&console, &auth, &products_url),
-        crate::upstream::get(&console, &auth, &stock_url),
+        crate::upstream::get(&console, &auth, "stock", "/api/products?limit=1000"),
+        crate::upstream::get(&console, &auth, "stock", "/api/stock?limit=1000"),
     );
     let units: Vec<Value> = match &units {
         Ok(Value::Array(units)) => units.clone(),
@@ -112,13 +107,14 @@ pub(crate) async fn reprice(
     if let Err(refused) = session.check_csrf(&form.csrf).and(session.require_ops()) {
         return refused.into_response();
     }
-    let url = format!("{}/api/products/{product}", console.component_url("stock"));
+    let path = format!("/api/products/{product}");
     let body = serde_json::json!({ "name": form.name, "unitPrice": form.unit_price.trim() });
     let answer = crate::upstream::send(
         &console,
         &session.authorization(),
         reqwest::Method::PUT,
-        &url,
+        "stock",
+        &path,
         &body,
     )
     .await;
@@ -140,16 +136,14 @@ pub(crate) async fn restock(
     let Ok(quantity) = form.quantity.trim().parse::<i64>() else {
         return catalog_done(Err("the quantity must be a whole number".to_owned()), "");
     };
-    let url = format!(
-        "{}/api/products/{product}/restock",
-        console.component_url("stock")
-    );
+    let path = format!("/api/products/{product}/restock");
     let body = serde_json::json!({ "quantity": quantity });
     let answer = crate::upstream::send(
         &console,
         &session.authorization(),
         reqwest::Method::POST,
-        &url,
+        "stock",
+        &path,
         &body,
     )
     .await;

@@ -42,14 +42,14 @@ pub(crate) async fn orders(
         None => None,
     };
     let search = if customer_id.is_some() || status.is_some() {
-        let mut url = format!("{}/api/orders?limit=50", console.component_url("order"));
+        let mut url = "/api/orders?limit=50".to_owned();
         if let Some(c) = &customer_id {
             url.push_str(&format!("&customerId={}", urlencode(c)));
         }
         if let Some(s) = &status {
             url.push_str(&format!("&status={}", urlencode(s)));
         }
-        Some(crate::upstream::get(&console, &auth, &url).await)
+        Some(crate::upstream::get(&console, &auth, "order", &url).await)
     } else {
         None
     };
@@ -111,15 +111,11 @@ pub(crate) async fn orders(
 
 /// One order as the order service shows it, with its events.
 async fn order_with_events(console: &Console, auth: &str, id: &str) -> Markup {
-    let base = format!(
-        "{}/api/orders/{}",
-        console.component_url("order"),
-        urlencode(id)
-    );
-    let events_url = format!("{base}/events?limit=1000");
+    let base = format!("/api/orders/{}", urlencode(id));
+    let events_path = format!("{base}/events?limit=1000");
     let (order, events) = tokio::join!(
-        crate::upstream::get(console, auth, &base),
-        crate::upstream::get(console, auth, &events_url),
+        crate::upstream::get(console, auth, "order", &base),
+        crate::upstream::get(console, auth, "order", &events_path),
     );
     html! {
         @match order {

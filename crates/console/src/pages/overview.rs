@@ -48,7 +48,11 @@ pub(crate) fn overview_figures(o: &Overview) -> Markup {
         h2 { "Components" }
         p {
             @for c in &o.components {
-                span.ok[c.up].bad[!c.up] { (c.name) (if c.up { " ✓" } else { " ✗ unreachable" }) } " "
+                @let answering = c.instances.iter().filter(|i| i.up).count();
+                span.ok[c.up].bad[!c.up] {
+                    (c.name) (if c.up { " ✓" } else { " ✗ unreachable" })
+                    @if c.instances.len() > 1 { " (" (answering) " of " (c.instances.len()) " instances)" }
+                } " "
             }
         }
         h2 { "Failures by reason" }

@@ -47,15 +47,10 @@ pub(crate) async fn read_models(
 
 /// Generations, the latest rebuild and each store's lag: the live part of the page.
 pub(crate) async fn read_models_section(console: &Console, session: &Session) -> Markup {
-    let url = format!(
-        "{}/api/ops/read-models",
-        console.component_url("projections")
-    );
-    let metrics_url = format!("{}/metrics", console.component_url("projections"));
     let auth = session.authorization();
     let (state, metrics) = tokio::join!(
-        crate::upstream::get(console, &auth, &url),
-        crate::scrape::read(console.http(), &metrics_url),
+        crate::upstream::get(console, &auth, "projections", "/api/ops/read-models"),
+        crate::scrape::read_component(console, "projections"),
     );
     html! {
         @match &state {
@@ -116,16 +111,13 @@ pub(crate) async fn rebuild(
     if let Err(refused) = session.check_csrf(&form.csrf).and(session.require_ops()) {
         return refused.into_response();
     }
-    let url = format!(
-        "{}/api/ops/read-models/rebuild",
-        console.component_url("projections")
-    );
     let body = serde_json::json!({ "store": form.store });
     let answer = crate::upstream::send(
         &console,
         &session.authorization(),
         reqwest::Method::POST,
-        &url,
+        "projections",
+        "/api/ops/read-models/rebuild",
         &body,
     )
     .await;

@@ -137,7 +137,7 @@ impl Stack {
     }
 
     /// The stack's settings, ports and databases for the processes `names`, none started. Each
-    /// component's port is its first instance's, so the console in the gateway finds it.
+    /// component's port is its first instance's.
     fn prepare(names: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
         let settings = test_support::settings();
         let id = unique("sys");
@@ -251,6 +251,17 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sets `key` for the processes spawned after this call.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The HTTP port of process `name`.
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
     }
 
     pub fn url(&self, component: &str, path: &str) -> String {

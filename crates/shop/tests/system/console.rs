@@ -154,6 +154,78 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
     stack.remove().await.unwrap();
 }
 
+/// A component of several instances (SYSTEM.md §9): the console reads each one through an
+/// instance that answers, and its overview shows every instance. Here the first instance of
+/// every component is an address nothing listens on, so each read must move on to the second.
+#[tokio::test]
+async fn the_console_reads_each_component_through_an_instance_that_answers() {
+    let mut stack = Stack::start_with(&["order", "stock", "payment", "projections"], &[]).await;
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for component in ["order", "stock", "payment", "projections"] {
+        let urls = format!(
+            "http://127.0.0.1:{nothing},http://127.0.0.1:{}",
+            stack.port(component)
+        );
+        stack.set_env(
+            &format!("SHOP_GATEWAY__{}_URLS", component.to_uppercase()),
+            &urls,
+        );
+    }
+    stack.spawn("gateway").await;
+    let order = stack
+        .place(Uuid::new_v4(), json!([{"productId": 1, "quantity": 1}]))
+        .await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stack.settled(&id, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+
+    // The journey reads the order and every service's inbox.
+    let journey = stack
+        .ops_get(&format!("/api/ops/orders/{id}/journey"))
+        .await;
+    assert_eq!(journey["order"]["status"], "completed", "{journey:#}");
+    let applied = kinds(&journey, "applied");
+    for expected in [
+        "stock OrderPlaced",
+        "payment StockReserved",
+        "order PaymentCaptured",
+    ] {
+        assert!(
+            applied.contains(&expected.to_owned()),
+            "{expected} missing: {journey:#}"
+        );
+    }
+
+    // The overview: each component up through its second instance, the first shown down, and
+    // the figures read from the one that answers.
+    let overview = stack.ops_get("/api/ops/overview").await;
+    for component in overview["components"].as_array().unwrap() {
+        let ups: Vec<bool> = component["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["up"].as_bool().unwrap())
+            .collect();
+        assert_eq!(ups, [false, true], "{overview:#}");
+        assert_eq!(component["up"], true, "{overview:#}");
+    }
+    assert!(
+        overview["sagas"]["completed"].as_f64().unwrap() >= 1.0,
+        "{overview:#}"
+    );
+    for outbox in overview["outbox"].as_array().unwrap() {
+        assert!(outbox["pending"].is_number(), "{overview:#}");
+    }
+    assert_eq!(overview["problems"], json!([]), "{overview:#}");
+    stack.remove().await.unwrap();
+}
+
 /// The value of `name="csrf"` in a page.
 fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf\" value=\"";

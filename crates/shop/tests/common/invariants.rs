@@ -1,11 +1,11 @@
 //! The invariants of SYSTEM.md §5 that the stack's state can be checked against.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::stack::Stack;
 
@@ -151,5 +151,61 @@ pub fn check(snapshot: &Snapshot) {
             seeded + restocked - sold,
             "I1: product {product}: available = seeded + restocked − sold"
         );
+    }
+}
+
+/// I5: the reports the gateway serves come to what `orders` (every order the stack saw, settled)
+/// add up to: the products report to the completed orders' final lines by product and unit
+/// price, the orders report to the counts by outcome. The projections may still be applying the
+/// last events, so this waits up to [`AFTER_RECOVERY`].
+pub async fn reports_agree(stack: &Stack, orders: &[Value]) {
+    let mut products: BTreeMap<i64, BTreeMap<Decimal, i64>> = BTreeMap::new();
+    let (mut completed, mut failed) = (0, 0);
+    for order in orders {
+        match order["status"].as_str().unwrap() {
+            "completed" => {
+                completed += 1;
+                for line in order["items"].as_array().unwrap() {
+                    *products
+                        .entry(line["productId"].as_i64().unwrap())
+                        .or_default()
+                        .entry(money(&line["unitPrice"]).normalize())
+                        .or_default() += line["quantity"].as_i64().unwrap();
+                }
+            }
+            "failed" => failed += 1,
+            other => panic!("I5 is checked over settled orders; one is {other}"),
+        }
+    }
+    let products: Vec<Value> = products
+        .into_iter()
+        .map(|(product, prices)| {
+            let prices: Vec<Value> = prices
+                .into_iter()
+                .map(|(mut price, quantity)| {
+                    price.rescale(2);
+                    json!({ "unitPrice": price.to_string(), "quantity": quantity })
+                })
+                .collect();
+            json!({ "productId": product, "prices": prices })
+        })
+        .collect();
+    let expected = (
+        Value::Array(products),
+        json!({ "total": completed + failed, "completed": completed, "failed": failed }),
+    );
+    let served = || async {
+        (
+            stack.ops_get("/api/reports/products").await,
+            stack.ops_get("/api/reports/orders").await,
+        )
+    };
+    let reached = test_support::eventually(AFTER_RECOVERY, "I5: the reports", || async {
+        Ok((served().await == expected).then_some(()))
+    })
+    .await;
+    if let Err(e) = reached {
+        let last = served().await;
+        panic!("{e:#}\nexpected {expected:?}\nserved   {last:?}");
     }
 }

@@ -1,15 +1,12 @@
 //! Readiness follows Kafka: a service answers 503 while the broker is stopped and 200 again once
-//! it is back. This stops the shared local Kafka (`./dev stop kafka`), so it lives alone in this
-//! binary, serialised, with a guard that restarts Kafka however the test ends.
-#![allow(clippy::unwrap_used)]
+//! it is back. This stops the shared local Kafka (`./dev stop kafka`), so it runs alone
+//! (`common::alone`), with a guard that restarts Kafka however the test ends.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use service::Service;
 use test_support::{Stopped, TestDatabase, eventually};
-
-static KAFKA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn kafka_of(body: &Value) -> Option<bool> {
     body["dependencies"]
@@ -21,7 +18,7 @@ fn kafka_of(body: &Value) -> Option<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_503_while_kafka_is_stopped_and_200_once_it_is_back() {
-    let _serial = KAFKA.lock().await;
+    let _alone = crate::common::alone().await;
     let settings = test_support::isolated_settings();
     let db = TestDatabase::create().await.unwrap();
     let service = Service::build(&settings, order::definition(&db.name, 0))

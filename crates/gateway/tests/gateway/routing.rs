@@ -3,7 +3,6 @@
 //! (`platform::http::Server`) that echo what they were sent and who they are. The
 //! `Authorization` header reaches the component unchanged (each component verifies the token
 //! itself), and a component's 401 with its `WWW-Authenticate` comes back unchanged.
-#![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 
@@ -99,6 +98,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_path_goes_to_the_component_that_owns_it() {
+    let _shared = crate::common::shared().await;
     let setup = Setup::start().await;
     let routes = [
         ("POST", "/api/orders", "order"),
@@ -164,6 +164,7 @@ async fn every_path_goes_to_the_component_that_owns_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_reaches_the_component_unchanged_and_its_401_comes_back() {
+    let _shared = crate::common::shared().await;
     let setup = Setup::start().await;
     let (_, customer) = test_support::customer();
     // A real token, an odd scheme's spelling and bytes a proxy might be tempted to normalise.

@@ -18,7 +18,9 @@
 //! (so `TOKIO_WORKER_THREADS=1` sizes their runtimes). Each stack's topics and databases are
 //! removed when it is done with; `BENCH_KEEP=1` keeps them, to inspect. `BENCH_CONSOLE=1` keeps
 //! an operator's console overview open on every stack, live (server-sent events every two
-//! seconds), to measure what watching costs the saga.
+//! seconds), to measure what watching costs the saga. `BENCH_CLUSTER=1` runs every stack as the
+//! cluster drill does: two instances of each service on the three Kafka nodes of
+//! `./dev start kafka-1 kafka-2 kafka-3`, topics replicated three times, `min.insync.replicas` 2.
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path. Orders are placed
@@ -47,6 +49,16 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `BENCH_CLUSTER=1`: the Kafka cluster's nodes (`KAFKA_CLUSTER_BROKERS`, else the ports
+/// `./dev start kafka-1 kafka-2 kafka-3` uses).
+fn cluster_brokers() -> Option<String> {
+    std::env::var_os("BENCH_CLUSTER")?;
+    Some(
+        std::env::var("KAFKA_CLUSTER_BROKERS")
+            .unwrap_or_else(|_| "127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392".to_owned()),
+    )
 }
 
 /// Through the gateway, as a client would; `BENCH_DIRECT=1` goes straight to the order service.
@@ -393,16 +405,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// A stack of its own (new databases and topics), topped up and warmed up.
 async fn fresh_stack() -> anyhow::Result<(Arc<Stack>, PgPool)> {
-    let stack = Arc::new(
-        Stack::start_with(
-            &COMPONENTS,
-            &[
-                ("SHOP_PAYMENT__STARTING_CREDIT", "1000000000.00"),
-                ("SHOP_TELEMETRY__LOG_FILTER", "warn"),
-            ],
-        )
-        .await,
-    );
+    let env = [
+        ("SHOP_PAYMENT__STARTING_CREDIT", "1000000000.00"),
+        ("SHOP_TELEMETRY__LOG_FILTER", "warn"),
+    ];
+    let stack = Arc::new(match cluster_brokers() {
+        Some(brokers) => Stack::start_cluster(&brokers, &env).await,
+        None => Stack::start_with(&COMPONENTS, &env).await,
+    });
     let orders = stack.pool("order").await;
     sqlx::query("UPDATE products SET available = 100000000")
         .execute(&stack.pool("stock").await)

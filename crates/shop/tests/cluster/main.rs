@@ -458,7 +458,7 @@ async fn brokers_and_instances_lost_under_load_lose_and_double_nothing() {
     let mut settings = test_support::settings();
     settings.kafka.brokers.clone_from(&brokers);
     test_support::drop_run_topics(&settings).await.unwrap();
-    let mut stack = Stack::start_cluster(&brokers).await;
+    let mut stack = Stack::start_cluster(&brokers, &[]).await;
     let cluster = Cluster::new(&brokers, &stack.prefix);
     assert_topics_replicated(&stack, &cluster).await;
     cluster.fully_replicated().await;

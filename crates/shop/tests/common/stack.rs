@@ -94,14 +94,15 @@ impl Stack {
 
     /// Every process of [`CLUSTER_INSTANCES`] running on the Kafka cluster at `brokers`, with
     /// topics replicated three times and `min.insync.replicas` 2, and the gateway spreading
-    /// each component's requests over its two instances.
-    pub async fn start_cluster(brokers: &str) -> Self {
-        let kafka = [
+    /// each component's requests over its two instances; with extra `SHOP_*` settings.
+    pub async fn start_cluster(brokers: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = vec![
             ("SHOP_KAFKA__BROKERS", brokers),
             ("SHOP_KAFKA__REPLICATION", "3"),
             ("SHOP_KAFKA__MIN_INSYNC_REPLICAS", "2"),
         ];
-        let mut stack = Self::prepare(&CLUSTER_INSTANCES, &kafka);
+        env.extend_from_slice(extra_env);
+        let mut stack = Self::prepare(&CLUSTER_INSTANCES, &env);
         stack.settings.kafka.brokers = brokers.to_owned();
         for component in ["order", "stock", "payment", "projections"] {
             let urls: Vec<String> = ["1", "2"]

@@ -105,6 +105,18 @@ async fn still_marked(browser: &Browser) -> bool {
         == json!(true)
 }
 
+/// Clicks `button`, waits until its confirmation page says `asks`, and checks that asking
+/// changed nothing: the dead letter at `letter` (its operator API path) still waits.
+async fn asks_first(browser: &Browser, stack: &Stack, button: &str, asks: &str, letter: &str) {
+    browser.click_text(button).await.unwrap();
+    browser.wait_for_text(asks).await.unwrap();
+    assert_eq!(
+        stack.ops_get(letter).await["resolution"],
+        Value::Null,
+        "{button} acted before it was confirmed"
+    );
+}
+
 /// Saves a PNG of the window as `name` when `CONSOLE_SCREENSHOTS` names a directory.
 async fn screenshot(browser: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") {
@@ -535,17 +547,15 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
     }
 
     // Its own Discard asks first; cancelled, the letter still waits.
-    browser.click_text("Discard…").await.unwrap();
-    browser
-        .wait_for_text("will be marked discarded")
-        .await
-        .unwrap();
     let one = format!("/api/ops/dead-letters/{poison_id}");
-    assert_eq!(
-        stack.ops_get(&one).await["resolution"],
-        Value::Null,
-        "asking discards nothing"
-    );
+    asks_first(
+        &browser,
+        &stack,
+        "Discard…",
+        "will be marked discarded",
+        &one,
+    )
+    .await;
     browser.click_text("Cancel").await.unwrap();
     browser
         .wait_for_text("\"amount\": \"10.001\"")
@@ -557,16 +567,14 @@ async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_a
         .goto(&stack.api("/console/dead-letters?reason=decimal+places"))
         .await
         .unwrap();
-    browser.click_text("Discard every match…").await.unwrap();
-    browser
-        .wait_for_text("1 waiting letters match this filter.")
-        .await
-        .unwrap();
-    assert_eq!(
-        stack.ops_get(&one).await["resolution"],
-        Value::Null,
-        "a dry run discards nothing"
-    );
+    asks_first(
+        &browser,
+        &stack,
+        "Discard every match…",
+        "1 waiting letters match this filter.",
+        &one,
+    )
+    .await;
     browser.click_text("discard 1 letters").await.unwrap();
     browser
         .wait_for_text("Discarded: 1 of 1 matching letters.")

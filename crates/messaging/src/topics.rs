@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use platform::settings::KafkaSettings;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -48,9 +47,8 @@ pub enum TopicError {
 /// configured partitions and replication, and `min.insync.replicas` when the settings name it;
 /// existing ones are left alone.
 pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        platform::kafka::client_config(kafka).create()?;
     let full: Vec<String> = names
         .iter()
         .map(|n| format!("{}{n}", kafka.topic_prefix))

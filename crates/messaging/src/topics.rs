@@ -23,6 +23,10 @@ pub const ALL: [&str; 5] = [
     contracts::topics::CATALOG,
 ];
 
+/// Where every reader parks the records it cannot process ([`crate::dead_letters`]): one of the
+/// topics each service touches.
+pub const DEAD_LETTERS: &str = contracts::topics::DEAD_LETTERS;
+
 /// The topic-level configuration a topic is created with: `cleanup.policy` and its value.
 pub fn config(name: &str) -> &'static [(&'static str, &'static str)] {
     if name == contracts::topics::CATALOG {

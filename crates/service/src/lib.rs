@@ -36,7 +36,7 @@ impl<H: Handler> Definition<H> {
     pub fn topics(&self) -> Vec<&str> {
         let mut topics: Vec<&str> = (self.consumer.topics.iter().map(String::as_str))
             .chain(self.publishes.iter().copied())
-            .chain([contracts::topics::DEAD_LETTERS])
+            .chain([messaging::topics::DEAD_LETTERS])
             .collect();
         topics.sort_unstable();
         topics.dedup();

@@ -5,8 +5,10 @@
 # compose.yaml runs the whole system with it (README, "Running on Docker").
 #
 # librdkafka is built from source by rdkafka-sys and linked statically (rdkafka has no
-# `dynamic-linking` feature here) and all TLS is rustls: the binary needs only glibc, libgcc_s
-# (ldd of a release build) and, for a JWKS fetched over HTTPS, the CA certificates.
+# `dynamic-linking` feature here), against the system's OpenSSL (rdkafka's `ssl` feature: TLS
+# and SASL/SCRAM to Kafka; the build image has libssl-dev and pkg-config); every other TLS is
+# rustls. The binary needs glibc, libgcc_s, libssl3 and, for a JWKS fetched over HTTPS or a
+# Kafka whose CA is a public one, the CA certificates.
 
 # The toolchain `./dev` builds and tests with (rustc 1.95.0; the workspace's MSRV is 1.85 for
 # edition 2024). Build and runtime stages share the Debian release, so glibc matches.
@@ -30,11 +32,11 @@ RUN --mount=type=cache,id=shop-cargo-registry,target=/usr/local/cargo/registry,s
     && if [ "$STRIP_DEBUG" = true ]; then strip --strip-debug /out/shop; fi
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# Debian's current CA bundle, whatever its version: pinning a Debian package version breaks the
+# Debian's current CA bundle and OpenSSL library, whatever their versions: pinning a Debian package version breaks the
 # build as soon as a security update replaces it in the archive.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 shop \
     && useradd --system --uid 10001 --gid shop --no-create-home --home-dir /nonexistent \

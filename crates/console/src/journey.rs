@@ -26,7 +26,7 @@ use contracts::headers as h;
 use contracts::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers as _, Message as _, Timestamp};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -388,8 +388,7 @@ fn read_kafka_blocking(
     key: &str,
     since_millis: i64,
 ) -> anyhow::Result<(Vec<Found>, bool)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let consumer: BaseConsumer = platform::kafka::client_config(kafka)
         // An assignment needs a group; this one never joins it nor commits.
         .set(
             "group.id",

@@ -18,7 +18,7 @@ use contracts::topics;
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Message as _, Timestamp};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 /// Each consumer group of the system (without the deployment's prefix) and the topics it reads.
@@ -69,9 +69,8 @@ struct Inner {
 impl LagReader {
     pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
         let config = |group: &str| {
-            let mut config = ClientConfig::new();
+            let mut config = platform::kafka::client_config(kafka);
             config
-                .set("bootstrap.servers", &kafka.brokers)
                 .set("group.id", format!("{}{group}", kafka.topic_prefix))
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false");

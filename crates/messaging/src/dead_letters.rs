@@ -15,7 +15,6 @@ use std::time::Duration;
 use contracts::headers as h;
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
-use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -87,8 +86,7 @@ impl DeadLetters {
         retry_initial: Duration,
         retry_max: Duration,
     ) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let producer: FutureProducer = platform::kafka::client_config(kafka)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")

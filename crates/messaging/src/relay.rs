@@ -283,9 +283,8 @@ impl Relay {
         pool: PgPool,
         config: RelayConfig,
     ) -> Result<Self, RelayError> {
-        let mut producer_config = ClientConfig::new();
+        let mut producer_config = platform::kafka::client_config(kafka);
         producer_config
-            .set("bootstrap.servers", &kafka.brokers)
             // Idempotence implies acks=all and in-order, duplicate-free retries per partition;
             // gap-less and no timeout make it never write a message after one it failed (see
             // the module docs). Per-key order depends on all three. (librdkafka warns at start

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use platform::settings::KafkaSettings;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -23,6 +22,10 @@ pub const ALL: [&str; 5] = [
     contracts::topics::DEAD_LETTERS,
     contracts::topics::CATALOG,
 ];
+
+/// Where every reader parks the records it cannot process ([`crate::dead_letters`]): one of the
+/// topics each service touches.
+pub const DEAD_LETTERS: &str = contracts::topics::DEAD_LETTERS;
 
 /// The topic-level configuration a topic is created with: `cleanup.policy` and its value.
 pub fn config(name: &str) -> &'static [(&'static str, &'static str)] {
@@ -48,9 +51,8 @@ pub enum TopicError {
 /// configured partitions and replication, and `min.insync.replicas` when the settings name it;
 /// existing ones are left alone.
 pub async fn ensure(kafka: &KafkaSettings, names: &[&str]) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        platform::kafka::client_config(kafka).create()?;
     let full: Vec<String> = names
         .iter()
         .map(|n| format!("{}{n}", kafka.topic_prefix))

@@ -50,6 +50,7 @@ pub fn definition(database: &str, port: u16) -> service::Definition<consumer::Or
         port,
         routes: http::routes,
         relay: messaging::RelayConfig::default(),
+        publishes: &[contracts::topics::ORDERS],
         consumer: messaging::consumer::ConsumerConfig::new(
             CONSUMER,
             &[

@@ -34,6 +34,7 @@ pub fn definition(
         port,
         routes: http::routes,
         relay: messaging::RelayConfig::default(),
+        publishes: &[contracts::topics::PAYMENTS],
         consumer: messaging::consumer::ConsumerConfig::new(CONSUMER, &[contracts::topics::STOCK]),
         handler: handler::PaymentHandler {
             starting_credit: settings.payment.starting_credit,

@@ -1,10 +1,14 @@
-//! Kafka's part in readiness: a probe that asks the cluster for its metadata every second and
-//! keeps the last answer in a [`Condition`] named `kafka`, which [`crate::health::readiness`]
-//! lists with a component's other dependencies.
+//! Kafka clients' common configuration, and Kafka's part in readiness.
 //!
-//! Sampling in the background (rather than asking on each `/health/ready`) keeps readiness
-//! answers instant and bounded even while the broker hangs, at the price of being up to one
-//! interval late.
+//! [`client_config`] is where every Kafka client of the system starts: the bootstrap servers
+//! and the security settings (TLS, SASL) of [`KafkaSettings`], so no client can connect without
+//! them. Each client adds only what is its own (group, acks, timeouts).
+//!
+//! The readiness probe asks the cluster for its metadata every second and keeps the last answer
+//! in a [`Condition`] named `kafka`, which [`crate::health::readiness`] lists with a
+//! component's other dependencies. Sampling in the background (rather than asking on each
+//! `/health/ready`) keeps readiness answers instant and bounded even while the broker hangs,
+//! at the price of being up to one interval late.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +18,31 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::health::{Condition, Dependency};
-use crate::settings::KafkaSettings;
+use crate::settings::{KafkaSettings, Secret};
 use crate::shutdown::Shutdown;
+
+/// The base configuration of a Kafka client: bootstrap servers, then each security setting
+/// that is set (librdkafka's own default, plaintext, for those that are not).
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    let security = [
+        ("security.protocol", settings.security_protocol.as_deref()),
+        ("sasl.mechanism", settings.sasl_mechanism.as_deref()),
+        ("sasl.username", settings.username.as_deref()),
+        (
+            "sasl.password",
+            settings.password.as_ref().map(Secret::expose),
+        ),
+        ("ssl.ca.location", settings.ca_file.as_deref()),
+    ];
+    for (key, value) in security {
+        if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) {
+            config.set(key, value);
+        }
+    }
+    config
+}
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,8 +56,7 @@ pub struct KafkaProbe {
 impl KafkaProbe {
     /// Creates the client and marks Kafka as not yet checked (down) until the first answer.
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let client: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
+        let client: BaseProducer = client_config(settings)
             // Notice a returning broker within a second or two, not librdkafka's default 10 s.
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
@@ -74,5 +100,81 @@ impl KafkaProbe {
                 () = shutdown.requested() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> KafkaSettings {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: String::new(),
+            partitions: 2,
+            replication: 1,
+            min_insync_replicas: None,
+            security_protocol: None,
+            sasl_mechanism: None,
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn unset_security_leaves_librdkafka_on_plaintext() {
+        let config = client_config(&plain());
+        assert_eq!(config.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        for key in [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "sasl.password",
+            "ssl.ca.location",
+        ] {
+            assert_eq!(config.get(key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn every_security_setting_reaches_the_client() {
+        let settings = KafkaSettings {
+            security_protocol: Some("sasl_ssl".to_owned()),
+            sasl_mechanism: Some("SCRAM-SHA-512".to_owned()),
+            username: Some("order".to_owned()),
+            password: Some(Secret::new("s3cret")),
+            // An empty value (an exported but empty variable) counts as unset.
+            ca_file: Some(" ".to_owned()),
+            ..plain()
+        };
+        let config = client_config(&settings);
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("order"));
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert_eq!(config.get("ssl.ca.location"), None);
+        assert_eq!(format!("{:?}", settings.password), "Some(***)");
+    }
+
+    #[test]
+    fn the_password_file_is_read_into_the_password() {
+        let file = std::env::temp_dir().join(format!("kafka-password-{}", std::process::id()));
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let mut settings = KafkaSettings {
+            password_file: Some(file.display().to_string()),
+            ..plain()
+        };
+        settings.read_password_file().unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            settings.password.as_ref().map(Secret::expose),
+            Some("from-a-file")
+        );
+
+        settings.password_file = Some("/nonexistent/kafka-password".to_owned());
+        let error = settings.read_password_file().unwrap_err().to_string();
+        assert!(error.contains("SHOP_KAFKA__PASSWORD_FILE"), "{error}");
     }
 }

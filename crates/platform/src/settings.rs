@@ -179,6 +179,68 @@ pub struct KafkaSettings {
     /// writes, and no acknowledged record lives on one broker alone.
     #[serde(default)]
     pub min_insync_replicas: Option<i32>,
+    /// librdkafka's `security.protocol`: `plaintext` (unset, the local broker), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl` (a managed cluster, or `./dev start kafka-secure`).
+    #[serde(default)]
+    pub security_protocol: Option<String>,
+    /// `sasl.mechanism` with a SASL protocol: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    /// The SASL user: one principal per component, so the cluster's ACLs give each only its own
+    /// topics and consumer groups.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The SASL password. Prefer `password_file`, which keeps it out of the environment;
+    /// [`Settings::load`] reads that file into this field.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the SASL password (trailing whitespace is ignored).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// PEM file of the certificate authorities the brokers' certificates must chain to
+    /// (`ssl.ca.location`). Unset, OpenSSL's default roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// A credential: deserialized like a string, printed as `***` by `Debug`, so settings can be
+/// logged whole.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl KafkaSettings {
+    /// Reads `password_file` into `password`, so every Kafka client of the process is built
+    /// from a password in memory and none fails later on an unreadable file.
+    pub fn read_password_file(&mut self) -> Result<(), config::ConfigError> {
+        let Some(path) = &self.password_file else {
+            return Ok(());
+        };
+        let password = std::fs::read_to_string(path).map_err(|e| {
+            config::ConfigError::Message(format!(
+                "reading the Kafka password file {path} (SHOP_KAFKA__PASSWORD_FILE): {e}; \
+                 point it at a readable file holding the SASL password, or unset it"
+            ))
+        })?;
+        self.password = Some(Secret::new(password.trim_end()));
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,8 +390,15 @@ unreachable_rest_ms = 2000
 "#;
 
 impl Settings {
-    /// Defaults, then the file named by `SHOP_CONFIG` (if set), then `SHOP_*` variables.
+    /// Defaults, then the file named by `SHOP_CONFIG` (if set), then `SHOP_*` variables; then
+    /// the files that settings name (`kafka.password_file`) are read.
     pub fn load() -> Result<Self, config::ConfigError> {
+        let mut settings = Self::layered()?;
+        settings.kafka.read_password_file()?;
+        Ok(settings)
+    }
+
+    fn layered() -> Result<Self, config::ConfigError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Ok(path) = std::env::var("SHOP_CONFIG") {
@@ -377,6 +446,9 @@ mod tests {
             ["http://127.0.0.1:8081"]
         );
         assert_eq!(settings.kafka.min_insync_replicas, None);
+        // Plaintext to the local broker unless configured otherwise.
+        assert_eq!(settings.kafka.security_protocol, None);
+        assert_eq!(settings.kafka.password, None);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Message, Offset};
+use rdkafka::{Message, Offset};
 
 use crate::facts::{self, Fact};
 
@@ -153,8 +153,7 @@ impl<M: ReadModel> Projection<M> {
         config: ProjectionConfig,
         model: M,
     ) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let consumer: StreamConsumer = platform::kafka::client_config(kafka)
             .set("group.id", format!("{}{}", kafka.topic_prefix, config.name))
             // A member that died without leaving (SIGKILL) keeps its partitions until its
             // session expires; librdkafka's 45 s default would break "settled within 30 s of

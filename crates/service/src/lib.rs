@@ -22,8 +22,26 @@ pub struct Definition<H: Handler> {
     pub routes: fn(PgPool, Doorbell) -> axum::Router,
     /// The tuning of the outbox relay.
     pub relay: RelayConfig,
+    /// The topics the relay publishes the outbox to (logical names). With the consumer's topics
+    /// and the dead letters, they are all the topics the service touches, and the only ones it
+    /// creates: a cluster with ACLs lets each service create only its own.
+    pub publishes: &'static [&'static str],
     pub consumer: ConsumerConfig,
     pub handler: H,
+}
+
+impl<H: Handler> Definition<H> {
+    /// Every topic the service reads or writes: what it consumes, what it publishes, and the
+    /// dead letters its consumer parks.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = (self.consumer.topics.iter().map(String::as_str))
+            .chain(self.publishes.iter().copied())
+            .chain([messaging::topics::DEAD_LETTERS])
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
 }
 
 pub struct Service<H: Handler> {
@@ -46,9 +64,10 @@ impl<H: Handler> Service<H> {
             .run(&pool)
             .await
             .with_context(|| format!("migrating {database}"))?;
-        messaging::topics::ensure(&settings.kafka, &messaging::topics::ALL)
+        let topics = definition.topics();
+        messaging::topics::ensure(&settings.kafka, &topics)
             .await
-            .context("creating the Kafka topics")?;
+            .with_context(|| format!("creating the Kafka topics {topics:?}"))?;
         let relay = Relay::new(&settings.kafka, pool.clone(), definition.relay)?;
         // Every route that takes an `Identity` verifies the caller's token with this
         // (`platform::auth`); the health route takes none.

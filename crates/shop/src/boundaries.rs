@@ -223,6 +223,100 @@ fn the_console_watches_every_consumer_group_on_the_topics_it_reads() {
     assert_eq!(console, services);
 }
 
+/// What `./dev` grants a principal on the SASL_SSL node (`./dev kafka-acls --print`), as
+/// `OPERATION TYPE NAME` lines, under the prefix `p.`.
+fn kafka_acls() -> BTreeMap<String, BTreeSet<String>> {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dev");
+    let output = Command::new(dev)
+        .args(["kafka-acls", "--print", "p."])
+        .output()
+        .unwrap_or_else(|e| panic!("running ./dev kafka-acls --print: {e}"));
+    assert!(output.status.success(), "{output:?}");
+    let mut acls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let Some((user, acl)) = line.strip_prefix("allow ").and_then(|l| l.split_once(' ')) {
+            acls.entry(user.to_owned())
+                .or_default()
+                .insert(acl.to_owned());
+        }
+    }
+    acls
+}
+
+/// The ACLs a service needs: write what it publishes and the dead letters, read what it
+/// consumes, create all of them (it makes them at start), and read its group.
+fn service_acls<H: messaging::consumer::Handler>(
+    definition: &service::Definition<H>,
+) -> BTreeSet<String> {
+    let mut acls: BTreeSet<String> = (definition.topics().iter())
+        .map(|t| format!("CREATE TOPIC p.{t}"))
+        .collect();
+    for topic in definition
+        .publishes
+        .iter()
+        .chain([&messaging::topics::DEAD_LETTERS])
+    {
+        acls.insert(format!("WRITE TOPIC p.{topic}"));
+    }
+    for topic in &definition.consumer.topics {
+        acls.insert(format!("READ TOPIC p.{topic}"));
+    }
+    acls.insert(format!("READ GROUP p.{}", definition.consumer.name));
+    acls
+}
+
+/// The SASL_SSL node's ACLs give each service's principal exactly what its definition touches,
+/// the projections theirs, and the console what its lag table and dead-letter redrive read and
+/// write: a topic or group added to the code without its ACL fails here, not on a cluster with
+/// ACLs.
+#[test]
+fn the_kafka_acls_of_dev_grant_each_principal_what_its_code_touches() {
+    let settings = platform::Settings::load().unwrap_or_else(|e| panic!("{e}"));
+    let db = &settings.postgres.databases;
+    let acls = kafka_acls();
+    let granted = |user: &str| acls.get(user).cloned().unwrap_or_default();
+    assert_eq!(
+        granted("order"),
+        service_acls(&order::definition(&db.order, 0))
+    );
+    assert_eq!(
+        granted("stock"),
+        service_acls(&stock::definition(&settings, &db.stock, 0))
+    );
+    assert_eq!(
+        granted("payment"),
+        service_acls(&payment::definition(&settings, &db.payment, 0))
+    );
+
+    let (orders, dead) = (contracts::topics::ORDERS, messaging::topics::DEAD_LETTERS);
+    let mut projections: BTreeSet<String> = [
+        format!("READ TOPIC p.{orders}"),
+        format!("CREATE TOPIC p.{orders}"),
+        format!("WRITE TOPIC p.{dead}"),
+        format!("CREATE TOPIC p.{dead}"),
+    ]
+    .into();
+    for group in [projections::REDIS_CONSUMER, projections::MONGO_CONSUMER] {
+        projections.insert(format!("READ GROUP p.{group}"));
+    }
+    assert_eq!(granted("projections"), projections);
+
+    let console = granted("console");
+    for topic in messaging::topics::ALL {
+        assert!(
+            console.contains(&format!("READ TOPIC p.{topic}")),
+            "{topic}"
+        );
+        // A dead letter is redriven to the topic it came from.
+        let redrive = format!("WRITE TOPIC p.{topic}");
+        assert_eq!(console.contains(&redrive), topic != dead, "{redrive}");
+    }
+    for (group, _) in console::lag::GROUPS {
+        let describe = format!("DESCRIBE GROUP p.{group}");
+        assert!(console.contains(&describe), "{describe}");
+    }
+}
+
 /// The console's journey expects an inbox row from each consumer for each message type, except
 /// those its handler ignores: its table must be the handlers' own `ignores`.
 #[test]

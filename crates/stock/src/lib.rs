@@ -37,6 +37,7 @@ pub fn definition(
         port,
         routes: http::routes,
         relay: messaging::RelayConfig::default(),
+        publishes: &[contracts::topics::STOCK, contracts::topics::CATALOG],
         consumer: messaging::consumer::ConsumerConfig::new(
             CONSUMER,
             &[contracts::topics::ORDERS, contracts::topics::PAYMENTS],

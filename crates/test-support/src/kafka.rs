@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::Settings;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -40,8 +39,7 @@ pub struct RawProducer {
 
 impl RawProducer {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka.brokers)
+        let producer = platform::kafka::client_config(&settings.kafka)
             .set("message.max.bytes", "2000000")
             .create()
             .context("creating a test producer")?;
@@ -87,8 +85,7 @@ pub async fn read_until(
     timeout: Duration,
     mut done: impl FnMut(&[Record]) -> bool,
 ) -> anyhow::Result<Vec<Record>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka.brokers)
+    let consumer: StreamConsumer = platform::kafka::client_config(&settings.kafka)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -130,9 +127,8 @@ pub async fn read_until(
 
 /// How many partitions `topic` has.
 pub fn partitions(settings: &Settings, topic: &str) -> anyhow::Result<i32> {
-    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka.brokers)
-        .create()?;
+    let consumer: rdkafka::consumer::BaseConsumer =
+        platform::kafka::client_config(&settings.kafka).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let count = metadata
         .topics()

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use platform::Settings;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sqlx::PgPool;
@@ -152,8 +151,7 @@ pub async fn create_topics(
     topics: &[&str],
     partitions: i32,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka.brokers)
+    let admin: AdminClient<DefaultClientContext> = platform::kafka::client_config(&settings.kafka)
         .create()
         .context("creating Kafka admin client")?;
     let new: Vec<NewTopic<'_>> = topics
@@ -173,8 +171,7 @@ pub async fn create_topics(
 /// Deletes topics; ones already gone are fine. A broker's work grows with its partitions, so
 /// whatever creates topics per run should delete them after.
 pub async fn delete_topics(settings: &Settings, topics: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka.brokers)
+    let admin: AdminClient<DefaultClientContext> = platform::kafka::client_config(&settings.kafka)
         .create()
         .context("creating Kafka admin client")?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -208,8 +205,7 @@ pub async fn drop_run_topics(settings: &Settings) -> anyhow::Result<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let settings_for_list = settings.clone();
     let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &settings_for_list.kafka.brokers)
+        let consumer: BaseConsumer = platform::kafka::client_config(&settings_for_list.kafka)
             .create()
             .context("creating Kafka client")?;
         let metadata = consumer

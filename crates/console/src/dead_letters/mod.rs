@@ -105,7 +105,8 @@ pub struct DeadLetters {
 
 struct Inner {
     pool: PgPool,
-    brokers: String,
+    /// The base of the readers' configuration: brokers and security ([`platform::kafka`]).
+    client: ClientConfig,
     /// `{prefix}shop.dead-letters`.
     topic: String,
     /// The group id the readers configure and never join (librdkafka's `assign` needs one):
@@ -128,11 +129,8 @@ impl DeadLetters {
             .filter(|name| **name != contracts::topics::DEAD_LETTERS)
             .map(|name| format!("{prefix}{name}"))
             .collect();
-        let metadata: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .create()?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let metadata: BaseConsumer = platform::kafka::client_config(kafka).create()?;
+        let producer: FutureProducer = platform::kafka::client_config(kafka)
             // In order and without duplicates per partition: letters of one order are
             // republished in the order they were parked.
             .set("enable.idempotence", "true")
@@ -145,7 +143,7 @@ impl DeadLetters {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                brokers: kafka.brokers.clone(),
+                client: platform::kafka::client_config(kafka),
                 reader_group: format!("{prefix}shop-console-dead-letters"),
                 topic,
                 origins,

@@ -13,7 +13,7 @@ use messaging::dead_letters::Record;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Error, Inner, KAFKA_TIMEOUT, LetterId};
 
@@ -149,8 +149,9 @@ impl Scan {
                 ends: HashMap::new(),
             });
         }
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &inner.brokers)
+        let consumer: StreamConsumer = inner
+            .client
+            .clone()
             .set("group.id", &inner.reader_group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

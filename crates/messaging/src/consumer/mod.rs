@@ -142,7 +142,6 @@ use std::time::Duration;
 use platform::health::Condition;
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use sqlx::PgPool;
@@ -231,8 +230,7 @@ impl<H: Handler> Consumer<H> {
         handler: H,
     ) -> Result<Self, ConsumerError> {
         let group = format!("{}{}", kafka.topic_prefix, config.name);
-        let consumer: KafkaConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let consumer: KafkaConsumer = platform::kafka::client_config(kafka)
             .set("group.id", &group)
             // A member that died without leaving (SIGKILL) keeps its partitions until its
             // session expires; librdkafka's 45 s default would break "settled within 30 s of

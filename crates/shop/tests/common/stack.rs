@@ -75,7 +75,9 @@ impl Stack {
         Self::start_with(&COMPONENTS, &[]).await
     }
 
-    /// A stack running `components`, with extra `SHOP_*` settings.
+    /// A stack running `components`, with extra `SHOP_*` settings. A setting named
+    /// `COMPONENT:SHOP_…` is given to that component's processes only (each service its own
+    /// Kafka principal, say); a `SHOP_KAFKA__TOPIC_PREFIX` replaces the stack's random prefix.
     pub async fn start_with(components: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
         // The projections run only in the stacks that ask for them; they get a port either
         // way, for the gateway to route the reports to.
@@ -142,7 +144,9 @@ impl Stack {
     fn prepare(names: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
         let settings = test_support::settings();
         let id = unique("sys");
-        let prefix = format!("{id}.");
+        let prefix = (extra_env.iter())
+            .find(|(key, _)| *key == "SHOP_KAFKA__TOPIC_PREFIX")
+            .map_or_else(|| format!("{id}."), |(_, prefix)| (*prefix).to_owned());
         let mut ports = HashMap::new();
         let mut databases = HashMap::new();
         let mut env = vec![
@@ -278,7 +282,11 @@ impl Stack {
     pub fn shop(&self, args: &[&str]) -> String {
         let output = Command::new(env!("CARGO_BIN_EXE_shop"))
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                (self.env.iter())
+                    .filter(|(k, _)| !k.contains(':'))
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .output()
             .unwrap();
         assert!(output.status.success(), "shop {args:?}: {output:?}");
@@ -312,9 +320,15 @@ impl Stack {
             .open(log_dir.join(format!("{}{name}.log", self.prefix)))
             .unwrap();
         let component = component_of(name);
+        let own = format!("{component}:");
         let child = Command::new(env!("CARGO_BIN_EXE_shop"))
             .arg(component)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().filter_map(|(k, v)| {
+                let key = k
+                    .strip_prefix(&own)
+                    .or((!k.contains(':')).then_some(k.as_str()))?;
+                Some((key, v.as_str()))
+            }))
             .env(
                 format!("SHOP_HTTP__{}_PORT", component.to_uppercase()),
                 self.ports[name].to_string(),
@@ -382,6 +396,12 @@ impl Stack {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The Kafka settings the stack's own clients use ([`Stack::remove`] deletes its topics with
+    /// them): an administrator's, on a cluster that authorizes each client.
+    pub fn set_kafka(&mut self, kafka: platform::settings::KafkaSettings) {
+        self.settings.kafka = kafka;
     }
 
     /// The Kafka bootstrap servers the stack runs on.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod kafka;
 mod postgres;
 
 /// Where `./dev` keeps the local certificate authority, the server certificates and the

@@ -181,11 +181,19 @@ pub struct KafkaSettings {
     pub min_insync_replicas: Option<i32>,
 }
 
+/// Where the projections keep the products read model (see [`crate::redis::client`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// `redis://host:port`, or over TLS with an ACL user as managed services require:
+    /// `rediss://user:password@host:port`.
     pub url: String,
     /// Prepended to every key the projections write.
     pub key_prefix: String,
+    /// The PEM certificate(s) of the authority that signed the server's certificate, for a
+    /// `rediss://` server whose certificate the system's roots do not verify (`./dev`'s
+    /// `.local/tls/ca.pem`). Unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +385,9 @@ mod tests {
             ["http://127.0.0.1:8081"]
         );
         assert_eq!(settings.kafka.min_insync_replicas, None);
+        // Plain Redis on loopback, no CA of its own.
+        assert_eq!(settings.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(settings.redis.ca_file, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pagination;
 pub mod postgres;
+pub mod redis;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

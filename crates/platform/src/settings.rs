@@ -243,11 +243,19 @@ impl KafkaSettings {
     }
 }
 
+/// Where the projections keep the products read model (see [`crate::redis::client`]).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// `redis://host:port`, or over TLS with an ACL user as managed services require:
+    /// `rediss://user:password@host:port`.
     pub url: String,
     /// Prepended to every key the projections write.
     pub key_prefix: String,
+    /// The PEM certificate(s) of the authority that signed the server's certificate, for a
+    /// `rediss://` server whose certificate the system's roots do not verify (`./dev`'s
+    /// `.local/tls/ca.pem`). Unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -449,6 +457,9 @@ mod tests {
         // Plaintext to the local broker unless configured otherwise.
         assert_eq!(settings.kafka.security_protocol, None);
         assert_eq!(settings.kafka.password, None);
+        // Plain Redis on loopback, no CA of its own.
+        assert_eq!(settings.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(settings.redis.ca_file, None);
     }
 
     #[test]

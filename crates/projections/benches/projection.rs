@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
 
     let products = ProductsModel::new(&settings.redis)?;
     let redis_rate = project(&settings.kafka, products, events).await?;
-    let redis_raw = raw_redis(&settings.redis.url, events).await?;
+    let redis_raw = raw_redis(&settings.redis, events).await?;
     report("redis", redis_rate, &[("pipelined HINCRBY", redis_raw)]);
 
     let orders = OrdersModel::new(&settings.mongodb).await?;
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Leave nothing behind in the shared servers.
-    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let client = platform::redis::client(&settings.redis)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", settings.redis.key_prefix))
@@ -176,8 +176,11 @@ async fn project<M: ReadModel>(
     Ok(rate)
 }
 
-async fn raw_redis(url: &str, events: u64) -> anyhow::Result<f64> {
-    let client = redis::Client::open(url)?;
+async fn raw_redis(
+    settings: &platform::settings::RedisSettings,
+    events: u64,
+) -> anyhow::Result<f64> {
+    let client = platform::redis::client(settings)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let prefix = unique("bench-raw");
     let start = Instant::now();

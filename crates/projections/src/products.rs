@@ -133,9 +133,13 @@ struct Scripts {
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 impl ProductsModel {
-    pub fn new(settings: &platform::settings::RedisSettings) -> Result<Self, redis::RedisError> {
+    /// Parses the settings (and reads the CA file a TLS server is verified with); does not
+    /// connect (Redis may be down at start).
+    pub fn new(
+        settings: &platform::settings::RedisSettings,
+    ) -> Result<Self, platform::redis::RedisConfigError> {
         Ok(Self {
-            client: Client::open(settings.url.as_str())?,
+            client: platform::redis::client(settings)?,
             connection: Arc::new(OnceCell::new()),
             base: format!("{}products", settings.key_prefix),
             scripts: Arc::new(Scripts {

@@ -41,7 +41,7 @@ async fn postgres_transactions_commit_and_roll_back() -> anyhow::Result<()> {
 #[tokio::test]
 async fn redis_commands_and_scripts_run() -> anyhow::Result<()> {
     let settings = settings();
-    let client = redis::Client::open(settings.redis.url.as_str())?;
+    let client = platform::redis::client(&settings.redis)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let key = unique("test:smoke");
 

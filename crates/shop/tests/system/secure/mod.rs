@@ -1,11 +1,15 @@
 //! The servers over TLS with credentials, by configuration only (SYSTEM.md §9): each server
 //! refuses a client without the right credentials, and the saga runs with the services
-//! configured for them. One file per server.
+//! configured for them. One file per server, and the read models on the TLS servers of Redis and
+//! MongoDB together (`projections`).
 
 use std::path::{Path, PathBuf};
 
 mod kafka;
+mod mongodb;
 mod postgres;
+mod projections;
+mod redis;
 
 /// Where `./dev` keeps the local certificate authority, the server certificates and the
 /// credentials it makes (`ensure_tls`).

@@ -37,6 +37,9 @@ pub fn component_of(name: &str) -> &str {
 /// One copy of the system: four `shop` processes with their own databases and topics (the
 /// gateway's is the console's).
 pub struct Stack {
+    /// The stack's own name: its Redis key prefix is `{id}:`, its MongoDB database `{id}`.
+    pub id: String,
+    /// Its Kafka topic prefix.
     pub prefix: String,
     pub client: reqwest::Client,
     env: Vec<(String, String)>,
@@ -198,6 +201,7 @@ impl Stack {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
         Self {
+            id,
             prefix,
             client: test_support::http_client(),
             env,

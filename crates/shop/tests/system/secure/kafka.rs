@@ -63,7 +63,7 @@ fn as_user(user: &str, password: &str, prefix: &str) -> KafkaSettings {
 }
 
 /// `user`'s settings with the password `./dev` made for it.
-fn principal(user: &str, prefix: &str) -> KafkaSettings {
+pub(super) fn principal(user: &str, prefix: &str) -> KafkaSettings {
     let mut settings = KafkaSettings {
         password_file: Some(password_file(user)),
         ..as_user(user, "", prefix)
@@ -88,10 +88,10 @@ fn acls(args: &[&str]) {
 }
 
 /// A prefix of the test's own, with its ACLs; `revoke` takes them away.
-struct Prefix(String);
+pub(super) struct Prefix(pub(super) String);
 
 impl Prefix {
-    fn granted() -> Self {
+    pub(super) fn granted() -> Self {
         let prefix = format!("{}.", test_support::unique("test"));
         acls(&[&prefix]);
         Self(prefix)
@@ -101,7 +101,7 @@ impl Prefix {
         format!("{}{name}", self.0)
     }
 
-    async fn remove(self) {
+    pub(super) async fn remove(self) {
         let topics: Vec<String> = messaging::topics::ALL
             .iter()
             .map(|t| self.topic(t))
@@ -309,31 +309,7 @@ async fn a_service_principal_reaches_only_its_own_topics_and_groups() {
 #[tokio::test]
 async fn the_saga_completes_with_each_component_as_its_own_kafka_principal() {
     let prefix = Prefix::granted();
-    let ca = tls_dir().join("ca.pem").display().to_string();
-    let brokers = brokers();
-    let mut env: Vec<(String, String)> = [
-        ("SHOP_KAFKA__TOPIC_PREFIX", prefix.0.as_str()),
-        ("SHOP_KAFKA__BROKERS", &brokers),
-        ("SHOP_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
-        ("SHOP_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512"),
-        ("SHOP_KAFKA__CA_FILE", &ca),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .into();
-    // The console runs in the gateway process.
-    for (component, user) in [
-        ("order", "order"),
-        ("stock", "stock"),
-        ("payment", "payment"),
-        ("projections", "projections"),
-        ("gateway", "console"),
-    ] {
-        env.push((format!("{component}:SHOP_KAFKA__USERNAME"), user.to_owned()));
-        env.push((
-            format!("{component}:SHOP_KAFKA__PASSWORD_FILE"),
-            password_file(user),
-        ));
-    }
+    let env = services_env(&prefix);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut stack = Stack::start_with(
         &["order", "stock", "payment", "projections", "gateway"],
@@ -368,4 +344,35 @@ async fn the_saga_completes_with_each_component_as_its_own_kafka_principal() {
 
     stack.remove().await.unwrap();
     prefix.remove().await;
+}
+
+/// The settings that put every component on the SASL_SSL node as its own principal, on
+/// `prefix`'s topics (per component: `COMPONENT:SHOP_…`, see `Stack::start_with`).
+pub(super) fn services_env(prefix: &Prefix) -> Vec<(String, String)> {
+    let ca = tls_dir().join("ca.pem").display().to_string();
+    let brokers = brokers();
+    let mut env: Vec<(String, String)> = [
+        ("SHOP_KAFKA__TOPIC_PREFIX", prefix.0.as_str()),
+        ("SHOP_KAFKA__BROKERS", &brokers),
+        ("SHOP_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+        ("SHOP_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512"),
+        ("SHOP_KAFKA__CA_FILE", &ca),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    // The console runs in the gateway process.
+    for (component, user) in [
+        ("order", "order"),
+        ("stock", "stock"),
+        ("payment", "payment"),
+        ("projections", "projections"),
+        ("gateway", "console"),
+    ] {
+        env.push((format!("{component}:SHOP_KAFKA__USERNAME"), user.to_owned()));
+        env.push((
+            format!("{component}:SHOP_KAFKA__PASSWORD_FILE"),
+            password_file(user),
+        ));
+    }
+    env
 }

@@ -1,10 +1,11 @@
 //! The servers over TLS with credentials, by configuration only (SYSTEM.md §9): each server
 //! refuses a client without the right credentials, and the saga runs with the services
-//! configured for them. One file per server, and the read models on the TLS servers of Redis and
-//! MongoDB together (`projections`).
+//! configured for them. One file per server, the read models on the TLS servers of Redis and
+//! MongoDB together (`projections`), and the saga with every server over TLS (`everywhere`).
 
 use std::path::{Path, PathBuf};
 
+mod everywhere;
 mod kafka;
 mod mongodb;
 mod postgres;

@@ -103,11 +103,16 @@ async fn postgres_lets_the_tls_role_in_only_over_verified_tls_with_its_password(
     );
 }
 
+/// The URL the services use: the role `shop_tls` over TLS verified against the local CA.
+pub(super) fn services_url() -> String {
+    url(&password(), "verify-full", &tls_dir().join("ca.pem"))
+}
+
 /// The whole saga with every service connecting to PostgreSQL over verified TLS with a password,
 /// changed by configuration only (`SHOP_POSTGRES__URL`).
 #[tokio::test]
 async fn the_saga_completes_with_every_service_on_postgres_over_tls() {
-    let url = url(&password(), "verify-full", &tls_dir().join("ca.pem"));
+    let url = services_url();
     let stack = Stack::start_with(
         &["order", "stock", "payment", "gateway"],
         &[("SHOP_POSTGRES__URL", &url)],
@@ -117,6 +122,12 @@ async fn the_saga_completes_with_every_service_on_postgres_over_tls() {
     let id = order["orderId"].as_str().unwrap();
     let order = stack.settled(id, Duration::from_secs(10)).await;
     assert_eq!(order["status"], "completed");
+    assert_every_session_is_tls(&stack).await;
+    stack.remove().await.unwrap();
+}
+
+/// Every session of order, stock and payment to their databases is the TLS role's, encrypted.
+pub(super) async fn assert_every_session_is_tls(stack: &Stack) {
     for service in ["order", "stock", "payment"] {
         let (tls, plain): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
@@ -131,5 +142,4 @@ async fn the_saga_completes_with_every_service_on_postgres_over_tls() {
             "{service}: {tls} TLS sessions, {plain} plain"
         );
     }
-    stack.remove().await.unwrap();
 }

@@ -12,7 +12,11 @@ use super::{mongodb, redis, tls_dir};
 use crate::common::stack::{Stack, item};
 
 /// `GET path` through the gateway as an operator, once it answers 200 and `done` holds.
-async fn report_until(stack: &Stack, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn report_until(
+    stack: &Stack,
+    path: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     test_support::eventually(
         Duration::from_secs(30),
         &format!("{path} to count the order"),
@@ -52,9 +56,18 @@ async fn the_read_models_fill_over_tls_on_redis_and_mongodb() {
     let order = stack.settled(id, Duration::from_secs(10)).await;
     assert_eq!(order["status"], "completed", "{order}");
 
+    read_models_hold_the_order(&stack, &redis_url, &mongodb_url).await;
+    stack.remove().await.unwrap();
+}
+
+/// The read models on redis-secure and mongodb-secure hold `stack`'s one order of two units of
+/// product 1: through the reports, and in the servers themselves, whose data of the stack it
+/// then removes.
+pub(super) async fn read_models_hold_the_order(stack: &Stack, redis_url: &str, mongodb_url: &str) {
+    let ca = tls_dir().join("ca.pem");
     // The products report (Redis) counts the two units at their price, the orders report
     // (MongoDB) the completed order.
-    let products = report_until(&stack, "/api/reports/products", |r| {
+    let products = report_until(stack, "/api/reports/products", |r| {
         r.as_array().is_some_and(|products| {
             products
                 .iter()
@@ -62,13 +75,13 @@ async fn the_read_models_fill_over_tls_on_redis_and_mongodb() {
         })
     })
     .await;
-    let orders = report_until(&stack, "/api/reports/orders", |r| r["completed"] == 1).await;
+    let orders = report_until(stack, "/api/reports/orders", |r| r["completed"] == 1).await;
     assert_eq!(orders["total"], 1, "{orders}");
 
     // The data is on the TLS servers: the stack's Redis keys and MongoDB database are there.
-    let id = stack.prefix.trim_end_matches('.');
+    let id = stack.id.as_str();
     let settings = platform::settings::RedisSettings {
-        url: redis_url.clone(),
+        url: redis_url.to_owned(),
         key_prefix: format!("{id}:"),
         ca_file: Some(ca.display().to_string()),
     };
@@ -96,7 +109,7 @@ async fn the_read_models_fill_over_tls_on_redis_and_mongodb() {
         .query_async(&mut con)
         .await
         .unwrap();
-    let database = ::mongodb::Client::with_uri_str(&mongodb_url)
+    let database = ::mongodb::Client::with_uri_str(mongodb_url)
         .await
         .unwrap()
         .database(id);
@@ -107,6 +120,4 @@ async fn the_read_models_fill_over_tls_on_redis_and_mongodb() {
         .unwrap();
     assert!(counters > 0, "no counters in {id} on mongodb-secure");
     database.drop().await.unwrap();
-
-    stack.remove().await.unwrap();
 }

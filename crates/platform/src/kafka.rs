@@ -103,9 +103,117 @@ impl KafkaProbe {
     }
 }
 
+/// How long dropping a [`Closing`] consumer waits for librdkafka to close it.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// A Kafka consumer whose close cannot hang the one who drops it. Dropping a consumer of a
+/// group makes librdkafka leave the group: it revokes the member's partitions and waits for the
+/// revocation to be served. A revocation that meets an assignment still being served (a member
+/// closed right after it joined, or during a rebalance) can wait forever inside librdkafka, and
+/// with it the thread that dropped the consumer: a service's shutdown, or a test's runtime.
+/// So the consumer is closed on a thread of its own, waited for at most [`CLOSE_WAIT`]: a
+/// normal close (a few milliseconds) still leaves the group before the process goes on, and
+/// one that hangs is left behind.
+pub struct Closing<C: Send + 'static> {
+    consumer: Option<C>,
+    wait: Duration,
+}
+
+impl<C: Send + 'static> Closing<C> {
+    pub fn new(consumer: C) -> Self {
+        Self::waiting(consumer, CLOSE_WAIT)
+    }
+
+    /// Waits `wait` instead of [`CLOSE_WAIT`] when dropped.
+    pub fn waiting(consumer: C, wait: Duration) -> Self {
+        Self {
+            consumer: Some(consumer),
+            wait,
+        }
+    }
+}
+
+impl<C: Send + 'static> std::ops::Deref for Closing<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        match &self.consumer {
+            Some(consumer) => consumer,
+            // Only `drop` takes it, and nothing derefs a value being dropped.
+            None => unreachable!("a Closing consumer is used after its drop"),
+        }
+    }
+}
+
+impl<C: Send + 'static> Drop for Closing<C> {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        let (closed, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-close".to_owned())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        if spawned.is_ok() && wait.recv_timeout(self.wait).is_err() {
+            tracing::warn!(
+                waited = ?self.wait,
+                "a Kafka consumer did not close in time and is left closing; the group sees it \
+                 leave when its session times out"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets its flag when dropped, after `hold` (forever when `None`).
+    struct SlowToClose {
+        closed: Arc<std::sync::atomic::AtomicBool>,
+        hold: Option<Duration>,
+    }
+
+    impl Drop for SlowToClose {
+        fn drop(&mut self) {
+            match self.hold {
+                Some(hold) => std::thread::sleep(hold),
+                None => std::thread::park(),
+            }
+            self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_close_in_time_is_waited_for_and_one_that_hangs_is_left_behind() {
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        drop(Closing::waiting(
+            SlowToClose {
+                closed: closed.clone(),
+                hold: Some(Duration::from_millis(50)),
+            },
+            Duration::from_secs(5),
+        ));
+        assert!(
+            closed.load(std::sync::atomic::Ordering::SeqCst),
+            "not waited for"
+        );
+
+        let hung = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let began = std::time::Instant::now();
+        drop(Closing::waiting(
+            SlowToClose {
+                closed: hung.clone(),
+                hold: None,
+            },
+            Duration::from_millis(100),
+        ));
+        assert!(began.elapsed() < Duration::from_secs(5), "the drop hung");
+        assert!(!hung.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     fn plain() -> KafkaSettings {
         KafkaSettings {

@@ -137,7 +137,7 @@ impl ProjectionStats {
 
 /// One store's consumer group member.
 pub struct Projection<M: ReadModel> {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<platform::kafka::Closing<StreamConsumer>>,
     topic: String,
     model: M,
     config: ProjectionConfig,
@@ -181,7 +181,7 @@ impl<M: ReadModel> Projection<M> {
             metrics::counter!(family, "store" => M::STORE).increment(0);
         }
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer: Arc::new(platform::kafka::Closing::new(consumer)),
             topic,
             model,
             config,
@@ -340,7 +340,7 @@ impl<M: ReadModel> Projection<M> {
 /// no longer has: another instance reports it now, and the console adds the instances' figures.
 /// librdkafka's calls block, so they run off the runtime.
 async fn measure_lag(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<platform::kafka::Closing<StreamConsumer>>,
     topic: String,
     store: &'static str,
     interval: Duration,

@@ -122,7 +122,7 @@ impl Flow {
 /// shutdown is requested.
 pub(super) async fn partition_task<H: Handler>(
     shared: Arc<Shared<H>>,
-    kafka: Arc<KafkaConsumer>,
+    kafka: Arc<platform::kafka::Closing<KafkaConsumer>>,
     flow: Arc<Flow>,
     mut rx: mpsc::UnboundedReceiver<Envelope>,
     mut shutdown: Shutdown,

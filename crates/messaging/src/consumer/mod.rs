@@ -140,6 +140,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use platform::health::Condition;
+use platform::kafka::Closing;
 use platform::settings::KafkaSettings;
 use platform::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer as _};
@@ -213,7 +214,7 @@ pub enum ConsumerError {
 /// A consumer group member running a [`Handler`]. Build with [`Consumer::new`], then
 /// [`Consumer::run`] until shutdown.
 pub struct Consumer<H: Handler> {
-    kafka: Arc<KafkaConsumer>,
+    kafka: Arc<Closing<KafkaConsumer>>,
     shared: Arc<Shared<H>>,
 }
 
@@ -267,7 +268,7 @@ impl<H: Handler> Consumer<H> {
         }
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
         Ok(Self {
-            kafka: Arc::new(consumer),
+            kafka: Arc::new(Closing::new(consumer)),
             shared: Arc::new(Shared {
                 connections: inbox::Connections::new(pool),
                 doorbell,

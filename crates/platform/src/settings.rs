@@ -68,6 +68,10 @@ impl GatewaySettings {
 /// The operator console (`console` crate), served by the gateway.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsoleSettings {
+    /// Serve the console and its `/api/ops` routes from the gateway (`SHOP_CONSOLE__ENABLED`).
+    /// Off, the gateway holds none of its connections (its database, its Kafka clients) and
+    /// answers its paths 404: for a deployment that exposes the entry point and runs no console.
+    pub enabled: bool,
     /// The `Host` values the console answers besides the gateway's own address and
     /// `localhost`/`127.0.0.1` on its port, comma-separated (`shop.example.com`). Any other
     /// `Host` is refused, so a page of another site cannot reach the console through a DNS name
@@ -384,6 +388,7 @@ deadline_seconds = 60
 deadline_poll_millis = 1000
 
 [console]
+enabled = true
 hosts = ""
 session_minutes = 480
 secure_cookie = false

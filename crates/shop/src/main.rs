@@ -139,11 +139,15 @@ async fn serve<H: Handler>(
 }
 
 async fn gateway(settings: &Settings, shutdown: Shutdown) -> anyhow::Result<()> {
-    // The console is served by the entry point, from this process (`console` says why).
-    let console = console::Console::build(settings).await?;
     let rest = std::time::Duration::from_millis(settings.gateway.unreachable_rest_ms);
-    let routes = gateway::routes_with(gateway::Upstreams::from_settings(settings), rest)?
-        .merge(console.routes());
+    let mut routes = gateway::routes_with(gateway::Upstreams::from_settings(settings), rest)?;
+    // The console is served by the entry point, from this process (`console` says why).
+    if settings.console.enabled {
+        let console = console::Console::build(settings).await?;
+        routes = routes.merge(console.routes());
+    } else {
+        tracing::info!("the console is off (SHOP_CONSOLE__ENABLED=false)");
+    }
     // The entry point listens where clients reach it; the components stay on `http.host`.
     let mut http = settings.http.clone();
     http.host.clone_from(&settings.http.gateway_host);

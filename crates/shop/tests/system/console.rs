@@ -226,6 +226,51 @@ async fn the_console_reads_each_component_through_an_instance_that_answers() {
     stack.remove().await.unwrap();
 }
 
+/// `SHOP_CONSOLE__ENABLED=false`: the entry point serves the shop, answers the console's pages
+/// and its own `/api/ops` routes 404, and never makes the console's database.
+#[tokio::test]
+async fn with_the_console_off_the_entry_point_serves_the_shop_and_no_console() {
+    let stack = Stack::start_with(
+        &["order", "stock", "payment", "gateway"],
+        &[("gateway:SHOP_CONSOLE__ENABLED", "false")],
+    )
+    .await;
+    let order = stack
+        .place(Uuid::new_v4(), json!([{"productId": 1, "quantity": 1}]))
+        .await;
+    let id = order["orderId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stack.settled(&id, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+    for path in [
+        "/console",
+        "/console/login",
+        "/api/ops/overview",
+        "/api/ops/lag",
+        "/api/ops/dead-letters",
+        &format!("/api/ops/orders/{id}/journey"),
+    ] {
+        let answer = stack
+            .as_operator(stack.client.get(stack.api(path)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404, "{path}");
+    }
+    // The order service's own operator routes still answer through the entry point.
+    stack.ops_get("/api/ops/orders/stuck?olderThan=0").await;
+    let console_database = format!("test_{}_console", stack.id);
+    let made: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&console_database)
+            .fetch_one(&stack.pool("order").await)
+            .await
+            .unwrap();
+    assert!(!made, "{console_database} was made");
+    stack.remove().await.unwrap();
+}
+
 /// The value of `name="csrf"` in a page.
 fn csrf_of(page: &str) -> String {
     let marker = "name=\"csrf\" value=\"";

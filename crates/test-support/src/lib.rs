@@ -250,6 +250,29 @@ where
     }
 }
 
+/// Whose turn it is among the tests of one binary: a test that stops a shared server, or
+/// measures the whole process, runs [`alone`]; every other test that uses the servers holds a
+/// [`shared`] turn. One binary per crate can then hold its fault drills too.
+static TURNS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// A test's turn, released when dropped. A test takes one turn only: a second shared turn
+/// taken while a test waits to run alone would wait behind it for good.
+#[must_use = "the turn ends when this is dropped"]
+pub enum Turn {
+    Shared(tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+/// Waits until no other test of this binary runs, and keeps them out until dropped.
+pub async fn alone() -> Turn {
+    Turn::Alone(TURNS.write().await)
+}
+
+/// Waits until no test that runs alone does, and keeps those out until dropped.
+pub async fn shared() -> Turn {
+    Turn::Shared(TURNS.read().await)
+}
+
 /// Runs the repository's `./dev ARGS` (fault drills stop and start servers with it), failing
 /// the test if it fails.
 pub fn dev(args: &[&str]) {

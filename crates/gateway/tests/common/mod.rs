@@ -14,20 +14,6 @@ use sqlx::PgPool;
 use test_support::{TestDatabase, eventually};
 use uuid::Uuid;
 
-/// Held for writing by a test that must run alone in this process, for reading by the others
-/// (the binary's module docs say which).
-static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-
-/// Waits until no other test runs, and keeps them out until dropped.
-pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
-    PROCESS.write().await
-}
-
-/// Waits until no test that runs alone does, and keeps those out until dropped.
-pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
-    PROCESS.read().await
-}
-
 pub struct Shop {
     pub settings: Settings,
     pub order: SocketAddr,

@@ -250,7 +250,7 @@ fn resident_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_of_hundreds_of_megabytes_is_413_and_never_held() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     let before = resident_kib();
     let peak = Arc::new(AtomicUsize::new(0));
@@ -302,7 +302,7 @@ async fn a_chunked_body_of_hundreds_of_megabytes_is_413_and_never_held() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_3_mb_body_with_its_length_is_413_every_time() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     let length = 3 << 20;
     let client = reqwest::Client::new();
@@ -330,7 +330,7 @@ async fn a_3_mb_body_with_its_length_is_413_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_3_mb_body_sent_by_a_raw_client_is_413_every_time() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     let length = 3 << 20;
     let mut statuses = Vec::new();
@@ -382,7 +382,7 @@ async fn a_3_mb_body_sent_by_a_raw_client_is_413_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_half_its_headers_is_cut_off() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let mut http = settings();
     http.header_read_timeout_ms = 1000;
     let setup = Setup::start(http).await;
@@ -406,7 +406,7 @@ async fn a_client_that_sends_half_its_headers_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_408_and_a_slow_answer_is_504() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let mut http = settings();
     http.body_read_timeout_ms = 500;
     http.request_timeout_ms = 1500;
@@ -437,7 +437,7 @@ async fn a_body_that_stalls_is_408_and_a_slow_answer_is_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dot_segments_and_encoded_slashes_never_reach_an_internal_route() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     // The upstream's /metrics is there to be found.
     let internal = exact(setup.upstream, "GET", "/metrics").await;
@@ -479,7 +479,7 @@ fn request_series(exposition: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_are_405_and_add_no_series() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     let scrape = || async { exact(setup.gateway, "GET", "/metrics").await.body };
     // The scrape's own series exists from here on.
@@ -550,7 +550,7 @@ async fn made_up_methods_are_405_and_add_no_series() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_over_the_limit_is_shed_with_retry_after_and_the_rest_is_served() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let mut http = settings();
     http.max_in_flight = 4;
     let setup = Setup::start(http).await;
@@ -596,7 +596,7 @@ async fn a_burst_over_the_limit_is_shed_with_retry_after_and_the_rest_is_served(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_own_families_exist_from_the_start_and_count_refusals() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     let text = exact(setup.gateway, "GET", "/metrics").await.body;
     let reasons = [
@@ -636,7 +636,7 @@ async fn the_servers_own_families_exist_from_the_start_and_count_refusals() {
 /// pause is read, answered, and the next request on the same connection is answered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_ignores_the_body_leaves_the_connection_usable() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let setup = Setup::start(settings()).await;
     for address in [setup.upstream, setup.gateway] {
         let mut stream = TcpStream::connect(address).await.unwrap();

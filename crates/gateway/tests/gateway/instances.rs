@@ -91,7 +91,7 @@ async fn post(client: &reqwest::Client, gateway: SocketAddr, n: usize) -> (u16, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_take_the_instances_in_turn() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let (a, _a) = instance("a", 0).await;
     let (b, _b) = instance("b", 0).await;
     let (gateway, _gateway) = start_gateway(&format!("{a},{b}"), &a, Duration::from_secs(2)).await;
@@ -112,7 +112,7 @@ async fn requests_take_the_instances_in_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_goes_to_the_next_instance_and_the_refuser_rests() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let down = closed_port();
     let (b, _b) = instance("b", 0).await;
     let order = format!("http://127.0.0.1:{down},{b}");
@@ -163,7 +163,7 @@ async fn a_refused_connection_goes_to_the_next_instance_and_the_refuser_rests() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_breaks_after_the_request_went_out_is_not_retried() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     // Accepts a connection, reads what comes, and closes it without an answer: the request
     // went out, and the instance may have acted on it.
     let breaker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,7 +197,7 @@ async fn a_connection_that_breaks_after_the_request_went_out_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_shows_each_instance_and_a_component_is_ready_when_one_is() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let (a, _a) = instance("a", 0).await;
     let down = format!("http://127.0.0.1:{}", closed_port());
     let (gateway, _gateway) =

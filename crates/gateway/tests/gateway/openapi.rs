@@ -326,7 +326,7 @@ impl Gateway {
 
 #[tokio::test]
 async fn the_gateway_serves_the_document_and_its_page() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let gateway = Gateway::start().await;
     let client = reqwest::Client::new();
 
@@ -414,7 +414,7 @@ async fn the_gateway_serves_the_document_and_its_page() {
 /// of its own policy, and a token given to Authorize goes with the requests it sends.
 #[tokio::test]
 async fn the_page_renders_the_document_in_a_browser_from_this_host_alone() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let gateway = Gateway::start().await;
     let browser = Browser::start().await.unwrap();
     browser.goto(&gateway.url("/api/docs")).await.unwrap();

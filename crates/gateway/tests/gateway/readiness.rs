@@ -18,7 +18,7 @@ fn kafka_of(body: &Value) -> Option<bool> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_503_while_kafka_is_stopped_and_200_once_it_is_back() {
-    let _alone = crate::common::alone().await;
+    let _alone = test_support::alone().await;
     let settings = test_support::isolated_settings();
     let db = TestDatabase::create().await.unwrap();
     let service = Service::build(&settings, order::definition(&db.name, 0))

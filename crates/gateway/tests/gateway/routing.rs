@@ -98,7 +98,7 @@ impl Setup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_path_goes_to_the_component_that_owns_it() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let setup = Setup::start().await;
     let routes = [
         ("POST", "/api/orders", "order"),
@@ -164,7 +164,7 @@ async fn every_path_goes_to_the_component_that_owns_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_reaches_the_component_unchanged_and_its_401_comes_back() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let setup = Setup::start().await;
     let (_, customer) = test_support::customer();
     // A real token, an odd scheme's spelling and bytes a proxy might be tempted to normalise.

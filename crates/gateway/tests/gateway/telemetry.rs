@@ -37,7 +37,7 @@ fn attribute(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> Option<Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_order_is_one_trace_across_order_stock_and_payment() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     let spans = telemetry();
     let shop = Shop::start().await;
     let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
@@ -109,7 +109,7 @@ async fn one_order_is_one_trace_across_order_stock_and_payment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metric_families_exist_and_move_when_orders_flow() {
-    let _shared = crate::common::shared().await;
+    let _shared = test_support::shared().await;
     telemetry();
     let shop = Shop::start().await;
     let before = shop.metrics(shop.order).await;

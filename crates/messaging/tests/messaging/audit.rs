@@ -26,6 +26,7 @@ fn filter(actor: Option<&str>, action: Option<&str>) -> Filter {
 
 #[tokio::test]
 async fn entries_are_listed_newest_first_by_page_and_filter() {
+    let _turn = test_support::shared().await;
     let db = database().await;
     let mut conn = db.pool.acquire().await.unwrap();
     for (actor, action, n) in [
@@ -87,6 +88,7 @@ async fn entries_are_listed_newest_first_by_page_and_filter() {
 /// the trail was small (ARCHITECTURE.md, "Generic plans").
 #[tokio::test]
 async fn a_filtered_page_reads_only_its_entries_after_the_trail_grew() {
+    let _turn = test_support::shared().await;
     let db = database().await;
     // One session: prepared statements and their plans belong to it.
     let mut conn = db.pool.acquire().await.unwrap();

@@ -25,33 +25,11 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn the_same_message_delivered_twice_is_applied_once_and_counted() {
     let world = World::new().await;
     let m = message("order-1", 1);
-    let topic = world.topic(common::TOPIC);
-    produce(
-        &world.settings,
-        &topic,
-        "order-1",
-        m.payload.as_bytes(),
-        &headers_of(&m),
-    )
-    .await;
-    produce(
-        &world.settings,
-        &topic,
-        "order-1",
-        m.payload.as_bytes(),
-        &headers_of(&m),
-    )
-    .await;
+    world.produce(&m).await;
+    world.produce(&m).await;
     // A later message on the same partition: once it is applied, both copies were seen.
     let after = message("order-1", 2);
-    produce(
-        &world.settings,
-        &topic,
-        "order-1",
-        after.payload.as_bytes(),
-        &headers_of(&after),
-    )
-    .await;
+    world.produce(&after).await;
 
     let consumer = world.start_consumer(&unique("c"));
     world
@@ -110,24 +88,9 @@ async fn poison_messages_are_dead_lettered_and_the_partition_goes_on() {
     produce(&world.settings, &topic, "order-p", b"not json", &[]).await;
     let mut unknown = message("order-p", 2);
     unknown.message_type = "Bogus";
-    let unknown_headers = headers_of(&unknown);
-    produce(
-        &world.settings,
-        &topic,
-        "order-p",
-        unknown.payload.as_bytes(),
-        &unknown_headers,
-    )
-    .await;
+    world.produce(&unknown).await;
     let good = message("order-p", 3);
-    produce(
-        &world.settings,
-        &topic,
-        "order-p",
-        good.payload.as_bytes(),
-        &headers_of(&good),
-    )
-    .await;
+    world.produce(&good).await;
 
     let consumer = world.start_consumer(&name);
     world
@@ -167,7 +130,7 @@ async fn poison_messages_are_dead_lettered_and_the_partition_goes_on() {
         bogus.header(h::DEAD_LETTER_REASON),
         Some("unknown message type Bogus")
     );
-    for (key, value) in &unknown_headers {
+    for (key, value) in &headers_of(&unknown) {
         assert_eq!(
             bogus.header(key),
             Some(value.as_str()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{EffectHandler, World, commit, drain, message, read_topic};
 use contracts::headers as h;
 use messaging::outbox;
-use messaging::{Doorbell, RelayConfig};
+use messaging::{BatchReport, Doorbell, RelayConfig};
 use test_support::unique;
 
 #[tokio::test]
@@ -91,12 +91,11 @@ async fn a_record_carries_the_key_payload_and_metadata_headers() {
 async fn only_the_lease_holder_publishes_and_a_stand_by_takes_over_when_it_goes() {
     let world = World::new().await;
     let mut active = world.relay();
-    let stand_by = world.relay();
+    let mut stand_by = world.relay();
     commit(world.pool(), &common::messages(3, 1)).await;
 
     assert!(active.publish_batch().await.unwrap().lease_held);
     commit(world.pool(), &common::messages(2, 1)).await;
-    let mut stand_by = stand_by;
     let report = stand_by.publish_batch().await.unwrap();
     assert!(!report.lease_held);
     assert_eq!(report.published, 0);
@@ -104,20 +103,7 @@ async fn only_the_lease_holder_publishes_and_a_stand_by_takes_over_when_it_goes(
 
     // Dropping the holder expires its lease.
     drop(active);
-    let stand_by = std::sync::Arc::new(tokio::sync::Mutex::new(stand_by));
-    let report = test_support::eventually(
-        Duration::from_secs(10),
-        "the stand-by takes the lease",
-        || {
-            let stand_by = stand_by.clone();
-            async move {
-                let report = stand_by.lock().await.publish_batch().await?;
-                Ok(report.lease_held.then_some(report))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let report = once_it_holds_the_lease(&mut stand_by, Duration::from_secs(10)).await;
     assert_eq!(report.published, 2);
 }
 
@@ -398,6 +384,22 @@ async fn publishing_and_cleaning_up_never_scan_an_outbox_that_grew_from_empty() 
 
 /// The lease row's epoch.
 #[allow(clippy::unwrap_used)]
+/// Calls `relay`'s batches until one holds the lease (within `within`), and returns that one.
+async fn once_it_holds_the_lease(relay: &mut messaging::Relay, within: Duration) -> BatchReport {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let report = relay.publish_batch().await.unwrap();
+        if report.lease_held {
+            return report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay did not take the lease within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn lease_epoch(world: &World) -> i64 {
     sqlx::query_scalar("SELECT epoch FROM outbox_lease")
         .fetch_one(world.pool())
@@ -421,20 +423,7 @@ async fn a_holder_that_stops_renewing_is_replaced_after_the_ttl_and_then_stands_
 
     // `first` is not called again: it renews nothing, as if its host had vanished.
     commit(world.pool(), &common::messages(2, 1)).await;
-    let second = std::sync::Arc::new(tokio::sync::Mutex::new(second));
-    let report = test_support::eventually(
-        Duration::from_secs(5),
-        "the stand-by takes the expired lease",
-        || {
-            let second = second.clone();
-            async move {
-                let report = second.lock().await.publish_batch().await?;
-                Ok(report.lease_held.then_some(report))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    let report = once_it_holds_the_lease(&mut second, Duration::from_secs(5)).await;
     assert_eq!(report.published, 2);
     let second_epoch = lease_epoch(&world).await;
     assert!(second_epoch > first_epoch);
@@ -445,10 +434,7 @@ async fn a_holder_that_stops_renewing_is_replaced_after_the_ttl_and_then_stands_
     assert!(!report.lease_held);
     assert_eq!(report.published, 0);
     assert!(!first.holds_lease());
-    assert_eq!(
-        second.lock().await.publish_batch().await.unwrap().published,
-        1
-    );
+    assert_eq!(second.publish_batch().await.unwrap().published, 1);
     let epochs: Vec<(Option<i64>, i64)> =
         sqlx::query_as("SELECT published_epoch, count(*) FROM outbox GROUP BY 1 ORDER BY 1")
             .fetch_all(world.pool())

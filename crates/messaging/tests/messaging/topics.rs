@@ -12,6 +12,7 @@ use rdkafka::client::DefaultClientContext;
 
 #[tokio::test]
 async fn the_catalog_topic_is_compacted_and_the_saga_topics_are_not() {
+    let _turn = test_support::shared().await;
     let mut settings = test_support::isolated_settings();
     // The one local broker holds one replica, so 1 is the only value it can honour; set on the
     // topic, it shows as the topic's own setting rather than the broker's default.

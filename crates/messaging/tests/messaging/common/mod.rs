@@ -33,10 +33,21 @@ pub const TEST_TYPE: &str = "TestMessage";
 pub struct World {
     pub db: TestDatabase,
     pub settings: Settings,
+    _turn: test_support::Turn,
 }
 
 impl World {
+    /// A world beside other tests' worlds.
     pub async fn new() -> World {
+        Self::start(test_support::shared().await).await
+    }
+
+    /// A world while no other test runs, for a drill that stops a shared server or a process.
+    pub async fn alone() -> World {
+        Self::start(test_support::alone().await).await
+    }
+
+    async fn start(turn: test_support::Turn) -> World {
         let db = TestDatabase::create().await.unwrap();
         messaging::migrator(&Migrator::DEFAULT)
             .run(&db.pool)
@@ -68,7 +79,11 @@ impl World {
         )
         .await
         .unwrap();
-        World { db, settings }
+        World {
+            db,
+            settings,
+            _turn: turn,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -87,6 +102,20 @@ impl World {
 
     pub fn topic(&self, logical: &str) -> String {
         self_topic(&self.settings, logical)
+    }
+
+    /// Produces `m` to [`TOPIC`] with its key and the headers the relay would give it, as a
+    /// redelivery or a message from another producer would arrive.
+    pub async fn produce(&self, m: &OutgoingMessage) {
+        let topic = self.topic(TOPIC);
+        produce(
+            &self.settings,
+            &topic,
+            &m.key,
+            m.payload.as_bytes(),
+            &headers_of(m),
+        )
+        .await;
     }
 
     /// Starts a consumer of [`TOPIC`] running [`EffectHandler`] in the background.

@@ -1,18 +1,12 @@
 //! Faults: Kafka stopped while messages are written, and the relay SIGKILLed mid-run.
 //!
-//! These tests stop shared servers and kill processes, so they live in this one test binary and
-//! take turns through [`SERIAL`]; other test binaries run one at a time and never see a fault.
-
-#[path = "messaging/common/mod.rs"]
-mod common;
+//! These tests stop shared servers and kill processes, so each runs alone ([`World::alone`]).
 
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::{World, commit, fast_relay_config, message};
+use crate::common::{self, World, commit, fast_relay_config, message};
 use test_support::{Stopped, eventually, unique};
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Kills the child with SIGKILL when dropped.
 struct Process(Child);
@@ -26,8 +20,7 @@ impl Drop for Process {
 
 #[tokio::test]
 async fn nothing_written_while_kafka_is_down_is_lost() {
-    let _serial = SERIAL.lock().await;
-    let world = World::new().await;
+    let world = World::alone().await;
     let consumer = world.start_consumer(&unique("c"));
     let relay = world.relay_with(fast_relay_config());
     let (relay_trigger, shutdown) = platform::shutdown::channel();
@@ -77,8 +70,7 @@ async fn nothing_written_while_kafka_is_down_is_lost() {
 
 #[tokio::test]
 async fn a_relay_killed_mid_run_and_restarted_loses_nothing_and_nothing_is_applied_twice() {
-    let _serial = SERIAL.lock().await;
-    let world = World::new().await;
+    let world = World::alone().await;
     const TOTAL: usize = 20_000;
     let mut ids = Vec::new();
     for chunk in common::messages(TOTAL, 50).chunks(2000) {
@@ -86,37 +78,16 @@ async fn a_relay_killed_mid_run_and_restarted_loses_nothing_and_nothing_is_appli
     }
     let consumer = world.start_consumer(&unique("c"));
 
-    let spawn_relay = || {
-        Process(
-            Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
-                .arg(&world.db.name)
-                .env(
-                    "SHOP_KAFKA__TOPIC_PREFIX",
-                    &world.settings.kafka.topic_prefix,
-                )
-                .env("SHOP_RELAY_BATCH_SIZE", "200")
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let published = || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
-                .fetch_one(world.pool())
-                .await
-                .unwrap();
-        n as usize
-    };
+    let spawn_relay = || relay_process(&world, &[]);
 
     let first = spawn_relay();
     eventually(Duration::from_secs(20), "the relay publishing", || async {
-        Ok((published().await >= 2000).then_some(()))
+        Ok((published(&world).await >= 2000).then_some(()))
     })
     .await
     .unwrap();
     drop(first); // SIGKILL, typically with a batch sent but not yet marked
-    let at_kill = published().await;
+    let at_kill = published(&world).await;
     assert!(
         at_kill < TOTAL,
         "the relay finished before it was killed; the test proves nothing"
@@ -152,8 +123,7 @@ fn signal(process: &Process, signal: &str) {
 /// once and in per-key order.
 #[tokio::test]
 async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_when_woken() {
-    let _serial = SERIAL.lock().await;
-    let world = World::new().await;
+    let world = World::alone().await;
     const TOTAL: usize = 20_000;
     const KEYS: usize = 50;
     let mut ids = Vec::new();
@@ -162,29 +132,7 @@ async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_whe
     }
     let consumer = world.start_consumer(&unique("c"));
 
-    let spawn_relay = || {
-        Process(
-            Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
-                .arg(&world.db.name)
-                .env(
-                    "SHOP_KAFKA__TOPIC_PREFIX",
-                    &world.settings.kafka.topic_prefix,
-                )
-                .env("SHOP_RELAY_BATCH_SIZE", "200")
-                .env("SHOP_RELAY_LEASE_TTL_MS", "3000")
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let published = || async {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
-                .fetch_one(world.pool())
-                .await
-                .unwrap();
-        n as usize
-    };
+    let spawn_relay = || relay_process(&world, &[("SHOP_RELAY_LEASE_TTL_MS", "3000")]);
     let epoch = || async {
         let e: i64 = sqlx::query_scalar("SELECT epoch FROM outbox_lease")
             .fetch_one(world.pool())
@@ -197,7 +145,7 @@ async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_whe
     eventually(
         Duration::from_secs(20),
         "the first relay publishing",
-        || async { Ok((published().await >= 2000).then_some(())) },
+        || async { Ok((published(&world).await >= 2000).then_some(())) },
     )
     .await
     .unwrap();
@@ -205,7 +153,7 @@ async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_whe
     let _second = spawn_relay();
     signal(&first, "STOP");
     let stopped = std::time::Instant::now();
-    let at_stop = published().await;
+    let at_stop = published(&world).await;
     assert!(
         at_stop < TOTAL,
         "the relay finished before it was stopped; the test proves nothing"
@@ -272,4 +220,30 @@ async fn a_stopped_lease_holder_is_replaced_within_seconds_and_marks_nothing_whe
         consumer.stats.duplicates()
     );
     consumer.stop().await;
+}
+
+/// The `outbox-relay` binary on `world`'s outbox, in batches of 200, with `env` besides.
+fn relay_process(world: &World, env: &[(&str, &str)]) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+            .arg(&world.db.name)
+            .env(
+                "SHOP_KAFKA__TOPIC_PREFIX",
+                &world.settings.kafka.topic_prefix,
+            )
+            .env("SHOP_RELAY_BATCH_SIZE", "200")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// How many rows of `world`'s outbox are marked published.
+async fn published(world: &World) -> usize {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
+        .fetch_one(world.pool())
+        .await
+        .unwrap();
+    usize::try_from(n).unwrap()
 }

@@ -32,10 +32,22 @@ pub struct World {
     pub viewer: String,
     _order_service: Trigger,
     _projections: Trigger,
+    /// Last, so the turn ends after the services stop.
+    _turn: test_support::Turn,
 }
 
 impl World {
+    /// A world beside other tests' worlds.
     pub async fn new() -> Self {
+        Self::start(test_support::shared().await).await
+    }
+
+    /// A world while no other test runs, for a drill that stops a shared server.
+    pub async fn alone() -> Self {
+        Self::start(test_support::alone().await).await
+    }
+
+    async fn start(turn: test_support::Turn) -> Self {
         let mut settings = test_support::isolated_settings();
         settings.redis.key_prefix = format!("{}:", unique("test"));
         settings.mongodb.database = unique("test");
@@ -64,6 +76,7 @@ impl World {
             viewer: test_support::viewer(),
             _order_service: order_trigger,
             _projections: trigger,
+            _turn: turn,
         }
     }
 

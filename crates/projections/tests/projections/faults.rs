@@ -1,25 +1,17 @@
 //! Redis or MongoDB down during load: the write side and the other projection go on, and the
 //! stopped store's projection catches up exactly once it is back.
 //!
-//! These tests stop shared servers, so they live in this one test binary and take turns
-//! through [`SERIAL`]; a drop guard starts the server again even when a test fails.
-
-#![allow(clippy::unwrap_used)]
-
-#[path = "projections/common/mod.rs"]
-mod common;
+//! These tests stop shared servers, so each runs alone ([`World::alone`]); a drop guard starts
+//! the server again even when a test fails.
 
 use std::time::Duration;
 
-use common::{SETTLE, World, expected_reports, load};
+use crate::common::{SETTLE, World, expected_reports, load};
 use test_support::{Stopped, eventually};
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_during_load_then_the_products_report_catches_up() {
-    let _serial = SERIAL.lock().await;
-    let world = World::new().await;
+    let world = World::alone().await;
     load(world.pool(), 30).await;
     world.assert_reports_exact(SETTLE).await;
     {
@@ -45,8 +37,7 @@ async fn redis_down_during_load_then_the_products_report_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongodb_down_during_load_then_the_orders_report_catches_up() {
-    let _serial = SERIAL.lock().await;
-    let world = World::new().await;
+    let world = World::alone().await;
     load(world.pool(), 30).await;
     world.assert_reports_exact(SETTLE).await;
     {

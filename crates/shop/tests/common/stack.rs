@@ -51,6 +51,8 @@ pub struct Stack {
     operator: String,
     /// Units each product was restocked with through [`Stack::restock`] (I1 counts them).
     pub restocked: Mutex<HashMap<i64, i64>>,
+    /// The test's turn among the tests of its binary; it ends after the processes are killed.
+    _turn: test_support::Turn,
 }
 
 /// A port nothing listens on and no other stack of this test process was given. Stacks start
@@ -82,9 +84,24 @@ impl Stack {
     /// `COMPONENT:SHOP_…` is given to that component's processes only (each service its own
     /// Kafka principal, say); a `SHOP_KAFKA__TOPIC_PREFIX` replaces the stack's random prefix.
     pub async fn start_with(components: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
+        Self::start_in(test_support::shared().await, components, extra_env).await
+    }
+
+    /// A stack running `components` while no other test of the binary runs: for a drill that
+    /// stops a shared server, or a test whose load would stretch the others' time bounds.
+    pub async fn start_alone(components: &[&'static str]) -> Self {
+        Self::start_in(test_support::alone().await, components, &[]).await
+    }
+
+    async fn start_in(
+        turn: test_support::Turn,
+        components: &[&'static str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         // The projections run only in the stacks that ask for them; they get a port either
         // way, for the gateway to route the reports to.
         let mut stack = Self::prepare(
+            turn,
             &["order", "stock", "payment", "gateway", "projections"],
             extra_env,
         );
@@ -107,7 +124,7 @@ impl Stack {
             ("SHOP_KAFKA__MIN_INSYNC_REPLICAS", "2"),
         ];
         env.extend_from_slice(extra_env);
-        let mut stack = Self::prepare(&CLUSTER_INSTANCES, &env);
+        let mut stack = Self::prepare(test_support::shared().await, &CLUSTER_INSTANCES, &env);
         stack.settings.kafka.brokers = brokers.to_owned();
         for component in ["order", "stock", "payment", "projections"] {
             let urls: Vec<String> = ["1", "2"]
@@ -144,7 +161,11 @@ impl Stack {
 
     /// The stack's settings, ports and databases for the processes `names`, none started. Each
     /// component's port is its first instance's.
-    fn prepare(names: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
+    fn prepare(
+        turn: test_support::Turn,
+        names: &[&'static str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let settings = test_support::settings();
         let id = unique("sys");
         let prefix = (extra_env.iter())
@@ -211,6 +232,7 @@ impl Stack {
             settings,
             operator: test_support::operator(),
             restocked: Mutex::new(HashMap::new()),
+            _turn: turn,
         }
     }
 

@@ -55,6 +55,8 @@ async fn refusal(url: String) -> sqlx::Error {
 
 #[tokio::test]
 async fn postgres_lets_the_tls_role_in_only_over_verified_tls_with_its_password() {
+    // The fault drills restart this PostgreSQL.
+    let _turn = test_support::shared().await;
     let ca = tls_dir().join("ca.pem");
     let password = password();
 

@@ -1,23 +1,13 @@
 //! Fault drills of SYSTEM.md §6 on the real processes: SIGKILLed services, Kafka stopped,
-//! PostgreSQL restarted. These stop shared servers, so they live in a test binary of their own
-//! (cargo runs test binaries one after another) and run one at a time.
-
-// Test helpers may unwrap: a failure is the test failing, with its message.
-#![allow(clippy::unwrap_used)]
-
-#[path = "../common/mod.rs"]
-mod common;
+//! PostgreSQL restarted. These stop shared servers, so each runs alone
+//! ([`Stack::start_alone`]).
 
 use serde_json::json;
 use test_support::Stopped;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::common::invariants::{AFTER_RECOVERY, settle_and_check};
-use crate::common::stack::{Stack, item};
-
-/// One drill at a time: each stops something the others need.
-static SERIAL: Mutex<()> = Mutex::const_new(());
+use crate::common::stack::{COMPONENTS, Stack, item};
 
 async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
     let customer = Uuid::new_v4();
@@ -34,8 +24,7 @@ async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
 
 #[tokio::test]
 async fn services_killed_with_sigkill_mid_saga_lose_and_double_nothing() {
-    let _serial = SERIAL.lock().await;
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start_alone(&COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 40, &mut ids).await;
     // Kill the saga's consumers and relays while messages are in flight, place more meanwhile.
@@ -54,8 +43,7 @@ async fn services_killed_with_sigkill_mid_saga_lose_and_double_nothing() {
 
 #[tokio::test]
 async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns() {
-    let _serial = SERIAL.lock().await;
-    let stack = Stack::start().await;
+    let stack = Stack::start_alone(&COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
     let kafka = Stopped::server("kafka");
@@ -75,8 +63,7 @@ async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns()
 
 #[tokio::test]
 async fn services_reconnect_after_postgres_restarts() {
-    let _serial = SERIAL.lock().await;
-    let stack = Stack::start().await;
+    let stack = Stack::start_alone(&COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
     let postgres = Stopped::server("postgres");

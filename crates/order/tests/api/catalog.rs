@@ -65,12 +65,7 @@ async fn lines_are_priced_from_the_catalog_and_a_stale_stated_price_is_409() {
     let matching = app.add_item(id, &item(1, 1, "50.00")).await;
     assert_eq!(matching.status(), StatusCode::OK);
 
-    let placed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(placed, 1, "the refused order was not placed");
+    assert_eq!(app.placed().await, 1, "the refused order was not placed");
 }
 
 #[tokio::test]

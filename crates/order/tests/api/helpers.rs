@@ -86,6 +86,14 @@ impl TestApp {
         &self.db.pool
     }
 
+    /// How many `OrderPlaced` events the store holds: how many orders were placed.
+    pub async fn placed(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
     /// Waits (up to `within`) until the relay has published `count` outbox rows.
     pub async fn published(&self, count: i64, within: std::time::Duration) -> anyhow::Result<()> {
         let pool = self.db.pool.clone();

@@ -65,12 +65,7 @@ async fn an_order_is_placed_for_the_caller_and_a_body_customer_id_of_someone_els
         .await;
     assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
 
-    let placed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(placed, 2);
+    assert_eq!(app.placed().await, 2);
 }
 
 #[tokio::test]
@@ -177,12 +172,7 @@ async fn idempotency_keys_are_scoped_to_the_customer() {
     assert_eq!(retried["orderId"], a_first["orderId"]);
     assert_eq!(retried["total"], "1.00");
 
-    let placed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(placed, 2);
+    assert_eq!(app.placed().await, 2);
 }
 
 #[tokio::test]

@@ -124,12 +124,7 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_order() {
     ids.dedup();
     assert_eq!(ids.len(), 1, "one order for one key: {ids:?}");
 
-    let placed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'OrderPlaced'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
-    assert_eq!(placed, 2);
+    assert_eq!(app.placed().await, 2);
 }
 
 #[tokio::test]

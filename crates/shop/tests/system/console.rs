@@ -26,10 +26,8 @@ fn kinds(journey: &Value, kind: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on() {
-    let mut stack = Stack::start().await;
-    let customer = Uuid::new_v4();
+/// Places an order of one unit of product 1 for `customer` and waits until it completed.
+async fn completed_order(stack: &Stack, customer: Uuid) -> String {
     let order = stack
         .place(customer, json!([{"productId": 1, "quantity": 1}]))
         .await;
@@ -38,6 +36,29 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
         stack.settled(&id, Duration::from_secs(30)).await["status"],
         "completed"
     );
+    id
+}
+
+/// Each service applied the message of the hop before it: the journey read every inbox.
+fn assert_every_hop_applied(journey: &Value) {
+    let applied = kinds(journey, "applied");
+    for expected in [
+        "stock OrderPlaced",
+        "payment StockReserved",
+        "order PaymentCaptured",
+    ] {
+        assert!(
+            applied.contains(&expected.to_owned()),
+            "{expected} missing: {journey:#}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on() {
+    let mut stack = Stack::start().await;
+    let customer = Uuid::new_v4();
+    let id = completed_order(&stack, customer).await;
 
     let journey = stack
         .ops_get(&format!("/api/ops/orders/{id}/journey"))
@@ -58,17 +79,7 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
             "{expected} missing: {journey:#}"
         );
     }
-    let applied = kinds(&journey, "applied");
-    for expected in [
-        "stock OrderPlaced",
-        "payment StockReserved",
-        "order PaymentCaptured",
-    ] {
-        assert!(
-            applied.contains(&expected.to_owned()),
-            "{expected} missing: {journey:#}"
-        );
-    }
+    assert_every_hop_applied(&journey);
     // Each message is placed on its topic, and names the message that caused it.
     let reserved = journey["steps"]
         .as_array()
@@ -176,31 +187,14 @@ async fn the_console_reads_each_component_through_an_instance_that_answers() {
         );
     }
     stack.spawn("gateway").await;
-    let order = stack
-        .place(Uuid::new_v4(), json!([{"productId": 1, "quantity": 1}]))
-        .await;
-    let id = order["orderId"].as_str().unwrap().to_owned();
-    assert_eq!(
-        stack.settled(&id, Duration::from_secs(30)).await["status"],
-        "completed"
-    );
+    let id = completed_order(&stack, Uuid::new_v4()).await;
 
     // The journey reads the order and every service's inbox.
     let journey = stack
         .ops_get(&format!("/api/ops/orders/{id}/journey"))
         .await;
     assert_eq!(journey["order"]["status"], "completed", "{journey:#}");
-    let applied = kinds(&journey, "applied");
-    for expected in [
-        "stock OrderPlaced",
-        "payment StockReserved",
-        "order PaymentCaptured",
-    ] {
-        assert!(
-            applied.contains(&expected.to_owned()),
-            "{expected} missing: {journey:#}"
-        );
-    }
+    assert_every_hop_applied(&journey);
 
     // The overview: each component up through its second instance, the first shown down, and
     // the figures read from the one that answers.
@@ -235,14 +229,7 @@ async fn with_the_console_off_the_entry_point_serves_the_shop_and_no_console() {
         &[("gateway:SHOP_CONSOLE__ENABLED", "false")],
     )
     .await;
-    let order = stack
-        .place(Uuid::new_v4(), json!([{"productId": 1, "quantity": 1}]))
-        .await;
-    let id = order["orderId"].as_str().unwrap().to_owned();
-    assert_eq!(
-        stack.settled(&id, Duration::from_secs(30)).await["status"],
-        "completed"
-    );
+    let id = completed_order(&stack, Uuid::new_v4()).await;
     for path in [
         "/console",
         "/console/login",

@@ -6,19 +6,18 @@
 
 use std::time::Duration;
 
+use contracts::Line;
 use contracts::catalog::{CatalogMessage, ProductChanged};
 use contracts::orders::{FailureReason, OrderCompleted, OrderFailed, OrderPlaced};
-use contracts::{Contract, Line};
-use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
-use messaging::outbox::{Metadata, OutgoingMessage};
 use platform::auth::Role;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stock::handler::StockHandler;
 use test_support::TestDatabase;
 use uuid::Uuid;
+
+use crate::messages::{handle, incoming};
 
 /// The stock routes on a random port over a fresh (seeded) database.
 struct App {
@@ -680,46 +679,10 @@ fn line(product_id: i64, quantity: u32) -> Line {
     }
 }
 
-/// An order message as the consumer hands it over.
-fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
-    let metadata = Metadata {
-        message_id: Uuid::now_v7(),
-        correlation_id: order_id,
-        causation_id: None,
-        traceparent: None,
-        occurred_at: chrono::Utc::now(),
-    };
-    let outgoing = OutgoingMessage::new(order_id, message, metadata);
-    IncomingMessage {
-        topic: outgoing.topic.to_owned(),
-        partition: 0,
-        offset: 0,
-        key: Some(outgoing.key),
-        message_type: outgoing.message_type.to_owned(),
-        schema_version: outgoing.schema_version,
-        payload: outgoing.payload.into_bytes(),
-        metadata: outgoing.metadata,
-    }
-}
-
 fn total(lines: &[Line]) -> Decimal {
     (lines.iter())
         .map(|l| l.unit_price * Decimal::from(l.quantity))
         .sum()
-}
-
-/// A batch through the stock handler, in a transaction of its own, committed.
-async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), HandlerError> {
-    let traced: Vec<Traced<'_>> = (messages.iter())
-        .map(|message| Traced {
-            message,
-            span: tracing::Span::none(),
-        })
-        .collect();
-    let mut tx = pool.begin().await.unwrap();
-    StockHandler.handle(&mut tx, &traced).await?;
-    tx.commit().await.unwrap();
-    Ok(())
 }
 
 async fn units(pool: &PgPool, product_id: i64) -> (i64, i64) {

@@ -6,4 +6,5 @@
 
 mod catalog;
 mod listing;
+mod messages;
 mod reservations;

@@ -6,17 +6,18 @@
 
 use std::time::Duration;
 
+use contracts::Line;
 use contracts::orders::{FailureReason, OrderFailed, OrderPlaced};
 use contracts::stock::{ReservationFailure, StockReserved};
-use contracts::{Contract, Line};
-use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
+use messaging::consumer::{HandlerError, IncomingMessage};
 use messaging::outbox::{Metadata, OutgoingMessage};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
-use stock::handler::StockHandler;
 use stock::reservations::{self, Error, Held};
 use test_support::TestDatabase;
 use uuid::Uuid;
+
+use crate::messages::{handle, incoming};
 
 async fn database() -> TestDatabase {
     let db = TestDatabase::create().await.unwrap();
@@ -460,28 +461,6 @@ async fn a_change_that_would_overflow_the_stock_is_a_permanent_error() {
     db.drop_now().await.unwrap();
 }
 
-/// An order message as the consumer hands it over.
-fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
-    let metadata = Metadata {
-        message_id: Uuid::now_v7(),
-        correlation_id: order_id,
-        causation_id: None,
-        traceparent: None,
-        occurred_at: chrono::Utc::now(),
-    };
-    let outgoing = OutgoingMessage::new(order_id, message, metadata);
-    IncomingMessage {
-        topic: outgoing.topic.to_owned(),
-        partition: 0,
-        offset: 0,
-        key: Some(outgoing.key),
-        message_type: outgoing.message_type.to_owned(),
-        schema_version: outgoing.schema_version,
-        payload: outgoing.payload.into_bytes(),
-        metadata: outgoing.metadata,
-    }
-}
-
 fn placed(order_id: Uuid, lines: Vec<Line>) -> IncomingMessage {
     let total = lines
         .iter()
@@ -506,20 +485,6 @@ fn failed(order_id: Uuid, reason: FailureReason) -> IncomingMessage {
         total: Decimal::ONE,
     };
     incoming(order_id, &message)
-}
-
-/// A batch through the handler, in a transaction committed if it succeeds.
-async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), HandlerError> {
-    let traced: Vec<Traced<'_>> = (messages.iter())
-        .map(|message| Traced {
-            message,
-            span: tracing::Span::none(),
-        })
-        .collect();
-    let mut tx = pool.begin().await.unwrap();
-    StockHandler.handle(&mut tx, &traced).await?;
-    tx.commit().await.unwrap();
-    Ok(())
 }
 
 /// The types of the messages queued for an order, oldest first.

@@ -8,8 +8,9 @@ use sqlx::PgPool;
 use stock::handler::StockHandler;
 use uuid::Uuid;
 
-/// An order message as the consumer hands it over.
-pub fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
+/// A message of order `order_id`'s saga as a service writes it to its outbox, the first of
+/// its saga (no cause).
+pub fn outgoing<C: Contract>(order_id: Uuid, message: &C) -> OutgoingMessage {
     let metadata = Metadata {
         message_id: Uuid::now_v7(),
         correlation_id: order_id,
@@ -17,7 +18,12 @@ pub fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
         traceparent: None,
         occurred_at: chrono::Utc::now(),
     };
-    let outgoing = OutgoingMessage::new(order_id, message, metadata);
+    OutgoingMessage::new(order_id, message, metadata)
+}
+
+/// An order message as the consumer hands it over.
+pub fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
+    let outgoing = outgoing(order_id, message);
     IncomingMessage {
         topic: outgoing.topic.to_owned(),
         partition: 0,

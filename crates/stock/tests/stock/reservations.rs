@@ -10,14 +10,13 @@ use contracts::Line;
 use contracts::orders::{FailureReason, OrderFailed, OrderPlaced};
 use contracts::stock::{ReservationFailure, StockReserved};
 use messaging::consumer::{HandlerError, IncomingMessage};
-use messaging::outbox::{Metadata, OutgoingMessage};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use stock::reservations::{self, Error, Held};
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-use crate::messages::{handle, incoming};
+use crate::messages::{handle, incoming, outgoing};
 
 async fn database() -> TestDatabase {
     let db = TestDatabase::create().await.unwrap();
@@ -331,14 +330,7 @@ async fn a_batch_is_read_once_and_written_once() {
         Held::Failed { .. }
     ));
     let reply = |order_id| {
-        let metadata = Metadata {
-            message_id: Uuid::now_v7(),
-            correlation_id: order_id,
-            causation_id: None,
-            traceparent: None,
-            occurred_at: chrono::Utc::now(),
-        };
-        OutgoingMessage::new(
+        outgoing(
             order_id,
             &StockReserved {
                 order_id,
@@ -346,7 +338,6 @@ async fn a_batch_is_read_once_and_written_once() {
                 revision: 2,
                 amount: rust_decimal::Decimal::ONE,
             },
-            metadata,
         )
     };
     ledger

@@ -386,18 +386,14 @@ async fn publishing_and_cleaning_up_never_scan_an_outbox_that_grew_from_empty() 
 #[allow(clippy::unwrap_used)]
 /// Calls `relay`'s batches until one holds the lease (within `within`), and returns that one.
 async fn once_it_holds_the_lease(relay: &mut messaging::Relay, within: Duration) -> BatchReport {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let report = relay.publish_batch().await.unwrap();
-        if report.lease_held {
-            return report;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the relay did not take the lease within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let relay = tokio::sync::Mutex::new(relay);
+    let relay = &relay;
+    test_support::eventually(within, "the relay takes the lease", || async move {
+        let report = relay.lock().await.publish_batch().await?;
+        Ok(report.lease_held.then_some(report))
+    })
+    .await
+    .unwrap()
 }
 
 async fn lease_epoch(world: &World) -> i64 {

@@ -35,13 +35,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::stack::{COMPONENTS, Stack};
+use common::SHOP;
 use contracts::Contract;
 use contracts::orders::{OrderCompleted, OrderPlaced};
 use contracts::payments::PaymentCaptured;
 use contracts::stock::StockReserved;
 use serde_json::json;
 use sqlx::PgPool;
+use test_support::stack::{COMPONENTS, Stack};
 use uuid::Uuid;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -410,8 +411,8 @@ async fn fresh_stack() -> anyhow::Result<(Arc<Stack>, PgPool)> {
         ("SHOP_TELEMETRY__LOG_FILTER", "warn"),
     ];
     let stack = Arc::new(match cluster_brokers() {
-        Some(brokers) => Stack::start_cluster(&brokers, &env).await,
-        None => Stack::start_with(&COMPONENTS, &env).await,
+        Some(brokers) => Stack::start_cluster(SHOP, &brokers, &env).await,
+        None => Stack::start_with(SHOP, &COMPONENTS, &env).await,
     });
     let orders = stack.pool("order").await;
     sqlx::query("UPDATE products SET available = 100000000")
@@ -432,7 +433,7 @@ async fn watch_console(stack: &Stack) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let token = common::stack::operator_token();
+    let token = test_support::stack::operator_token();
     let signed_in = client
         .post(stack.api("/console/login"))
         .form(&[("token", token.as_str())])

@@ -2,10 +2,15 @@
 //!
 //! Isolation comes from names, not from fakes: every test gets a fresh PostgreSQL database, a
 //! random Kafka topic prefix and consumer group, a random Redis key prefix and Mongo database.
+//!
+//! The heavier harnesses are features, so a crate builds only what its tests use: `browser` (a
+//! headless Chromium) and `stack` (the system as processes of the `shop` executable).
 
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod kafka;
+#[cfg(feature = "stack")]
+pub mod stack;
 
 use std::time::Duration;
 

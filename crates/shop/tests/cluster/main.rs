@@ -34,12 +34,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
+use test_support::stack::{CLUSTER_INSTANCES, Stack, component_of, item};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use crate::common::SHOP;
 use crate::common::invariants::{reports_agree, settled_after_recovery};
 use crate::common::replay::check_then_replay_everything;
-use crate::common::stack::{CLUSTER_INSTANCES, Stack, component_of, item};
 
 /// Orders placed per second by the steady load.
 const RATE: u64 = 10;
@@ -458,7 +459,7 @@ async fn brokers_and_instances_lost_under_load_lose_and_double_nothing() {
     let mut settings = test_support::settings();
     settings.kafka.brokers.clone_from(&brokers);
     test_support::drop_run_topics(&settings).await.unwrap();
-    let mut stack = Stack::start_cluster(&brokers, &[]).await;
+    let mut stack = Stack::start_cluster(SHOP, &brokers, &[]).await;
     let cluster = Cluster::new(&brokers, &stack.prefix);
     assert_topics_replicated(&stack, &cluster).await;
     cluster.fully_replicated().await;

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-use crate::common::stack::Stack;
+use test_support::stack::Stack;
 
 pub const SEEDED: [(i64, i64); 3] = [(1, 100), (2, 50), (3, 25)];
 

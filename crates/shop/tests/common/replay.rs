@@ -8,9 +8,9 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use test_support::stack::{Stack, component_of};
 
 use crate::common::invariants::{Snapshot, check, snapshot};
-use crate::common::stack::{Stack, component_of};
 
 /// The consumers and the topics each reads.
 const GROUPS: [(&str, &[&str]); 3] = [

@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use test_support::browser::Browser;
 use test_support::eventually;
 use test_support::kafka::{RawProducer, Record};
+use test_support::stack::Stack;
 use uuid::Uuid;
 
-use crate::common::stack::Stack;
+use crate::common::SHOP;
 use crate::hostile;
 
 /// Buttons that change something; a viewer's pages have none of them.
@@ -134,6 +135,7 @@ async fn screenshot(browser: &Browser, name: &str) {
 #[tokio::test]
 async fn an_operator_sees_every_component_and_watches_a_stuck_order_time_out() {
     let mut stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "projections", "gateway"],
         // Long enough to look at the order while it is pending, short enough to watch it fail.
         &[("SHOP_SAGA__DEADLINE_SECONDS", "30")],
@@ -246,7 +248,7 @@ async fn an_operator_sees_every_component_and_watches_a_stuck_order_time_out() {
 /// process the stack started.
 #[tokio::test]
 async fn a_viewer_only_reads_a_forged_form_is_refused_and_an_operator_redrives_and_discards() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let pids = stack.pids();
     let payment = stack.pool("payment").await;
     // The fault: payment's database refuses this customer's payments (a check violation, so

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use test_support::eventually;
+use test_support::stack::Stack;
 use uuid::Uuid;
 
-use crate::common::stack::Stack;
+use crate::common::SHOP;
 
 fn kinds(journey: &Value, kind: &str) -> Vec<String> {
     journey["steps"]
@@ -56,7 +57,7 @@ fn assert_every_hop_applied(journey: &Value) {
 
 #[tokio::test]
 async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start(SHOP).await;
     let customer = Uuid::new_v4();
     let id = completed_order(&stack, customer).await;
 
@@ -170,7 +171,8 @@ async fn a_journey_shows_every_hop_and_a_stuck_order_names_the_one_it_waits_on()
 /// every component is an address nothing listens on, so each read must move on to the second.
 #[tokio::test]
 async fn the_console_reads_each_component_through_an_instance_that_answers() {
-    let mut stack = Stack::start_with(&["order", "stock", "payment", "projections"], &[]).await;
+    let mut stack =
+        Stack::start_with(SHOP, &["order", "stock", "payment", "projections"], &[]).await;
     let nothing = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -225,6 +227,7 @@ async fn the_console_reads_each_component_through_an_instance_that_answers() {
 #[tokio::test]
 async fn with_the_console_off_the_entry_point_serves_the_shop_and_no_console() {
     let stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "gateway"],
         &[("gateway:SHOP_CONSOLE__ENABLED", "false")],
     )
@@ -271,6 +274,7 @@ fn csrf_of(page: &str) -> String {
 #[tokio::test]
 async fn an_operator_signs_in_with_the_printed_link_and_works_through_the_pages() {
     let stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "projections", "gateway"],
         &[],
     )

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use test_support::eventually;
+use test_support::stack::Stack;
 use uuid::Uuid;
 
-use crate::common::stack::Stack;
+use crate::common::SHOP;
 
 async fn post(stack: &Stack, auth: &str, path: &str, body: Value) -> (reqwest::StatusCode, Value) {
     let response = stack
@@ -26,7 +27,7 @@ async fn post(stack: &Stack, auth: &str, path: &str, body: Value) -> (reqwest::S
 /// dry run, applied once, and its order completes; the action is audited.
 #[tokio::test]
 async fn a_dead_letter_is_redriven_after_its_cause_is_fixed_and_its_order_completes() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let payment = stack.pool("payment").await;
     // The fault: payment's database refuses this customer's payments (a check violation, so
     // the consumer parks the message at once instead of retrying it).

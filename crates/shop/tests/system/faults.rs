@@ -4,10 +4,11 @@
 
 use serde_json::json;
 use test_support::Stopped;
+use test_support::stack::{COMPONENTS, Stack, item};
 use uuid::Uuid;
 
+use crate::common::SHOP;
 use crate::common::invariants::{AFTER_RECOVERY, settle_and_check};
-use crate::common::stack::{COMPONENTS, Stack, item};
 
 async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
     let customer = Uuid::new_v4();
@@ -24,7 +25,7 @@ async fn place_some(stack: &Stack, n: usize, ids: &mut Vec<String>) {
 
 #[tokio::test]
 async fn services_killed_with_sigkill_mid_saga_lose_and_double_nothing() {
-    let mut stack = Stack::start_alone(&COMPONENTS).await;
+    let mut stack = Stack::start_alone(SHOP, &COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 40, &mut ids).await;
     // Kill the saga's consumers and relays while messages are in flight, place more meanwhile.
@@ -43,7 +44,7 @@ async fn services_killed_with_sigkill_mid_saga_lose_and_double_nothing() {
 
 #[tokio::test]
 async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns() {
-    let stack = Stack::start_alone(&COMPONENTS).await;
+    let stack = Stack::start_alone(SHOP, &COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
     let kafka = Stopped::server("kafka");
@@ -63,7 +64,7 @@ async fn orders_are_accepted_while_kafka_is_down_and_complete_after_it_returns()
 
 #[tokio::test]
 async fn services_reconnect_after_postgres_restarts() {
-    let stack = Stack::start_alone(&COMPONENTS).await;
+    let stack = Stack::start_alone(SHOP, &COMPONENTS).await;
     let mut ids = Vec::new();
     place_some(&stack, 10, &mut ids).await;
     let postgres = Stopped::server("postgres");

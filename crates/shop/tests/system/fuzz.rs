@@ -38,9 +38,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::stack::Stack;
+use crate::common::SHOP;
 use serde_json::json;
 use test_support::eventually;
+use test_support::stack::Stack;
 
 /// Every component: the gateway last, so that it finds the others.
 const COMPONENTS: [&str; 5] = ["order", "stock", "payment", "projections", "gateway"];
@@ -148,7 +149,7 @@ async fn schemathesis_finds_nothing_the_document_does_not_allow() {
         );
         return;
     };
-    let stack = Stack::start_alone(&COMPONENTS).await;
+    let stack = Stack::start_alone(SHOP, &COMPONENTS).await;
     eventually(Duration::from_secs(60), "the stack to be ready", || async {
         let ready = stack.client.get(stack.api("/health/ready")).send().await?;
         Ok(ready.status().is_success().then_some(()))

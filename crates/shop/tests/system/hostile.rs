@@ -10,10 +10,11 @@ use contracts::headers as h;
 use contracts::topics;
 use serde_json::{Value, json};
 use test_support::kafka::{RawProducer, Record};
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
+use crate::common::SHOP;
 use crate::common::invariants::{check, snapshot};
-use crate::common::stack::{Stack, item};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -249,7 +250,7 @@ async fn orders_on_both_partitions(stack: &Stack) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_messages_are_parked_and_every_other_order_goes_on() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let settings = test_support::settings();
     let pids = stack.pids();
 

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use rand::Rng;
 use serde_json::{Value, json};
+use test_support::stack::{Stack, item};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use crate::common::SHOP;
 use crate::common::invariants::{check, reports_agree, settled_after_recovery, snapshot};
-use crate::common::stack::{Stack, item};
 
 const ORDERS: usize = 500;
 const CLIENTS: usize = 20;
@@ -36,6 +37,7 @@ fn random_items(rng: &mut impl Rng, big_spender: bool) -> Value {
 async fn five_hundred_concurrent_orders_keep_every_invariant() {
     let stack = Arc::new(
         Stack::start_with(
+            SHOP,
             &["order", "stock", "payment", "projections", "gateway"],
             &[],
         )

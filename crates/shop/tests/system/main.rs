@@ -3,8 +3,8 @@
 //! and ports), so tests neither share stock nor see each other's messages.
 //!
 //! The fault drills stop shared servers and the fuzzer loads the host, so they run alone
-//! ([`common::stack::Stack::start_alone`]); every other test holds a shared turn, which its
-//! stack takes when it starts (`test_support::shared`).
+//! ([`test_support::stack::Stack::start_alone`]); every other test holds a shared turn, which
+//! its stack takes when it starts (`test_support::shared`).
 
 // Test helpers may unwrap: a failure is the test failing, with its message.
 #![allow(clippy::unwrap_used)]

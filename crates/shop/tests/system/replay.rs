@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use serde_json::json;
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
+use crate::common::SHOP;
 use crate::common::replay::check_then_replay_everything;
-use crate::common::stack::{Stack, item};
 
 #[tokio::test]
 async fn replaying_every_topic_from_the_start_changes_nothing() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::start(SHOP).await;
     let rich = Uuid::new_v4();
     let mut ids = Vec::new();
     for i in 0..30 {

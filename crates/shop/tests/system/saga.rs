@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use test_support::stack::{Stack, item, line};
 use uuid::Uuid;
 
-use crate::common::stack::{Stack, item, line};
+use crate::common::SHOP;
 
 const LIVENESS: Duration = Duration::from_secs(5);
 
@@ -19,7 +20,7 @@ fn captured_for<'a>(payments: &'a [Value], order_id: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn happy_path_reserves_captures_and_completes() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let order = stack
         .place(Uuid::new_v4(), json!([item(1, 2), item(2, 1)]))
         .await;
@@ -52,7 +53,7 @@ async fn happy_path_reserves_captures_and_completes() {
 
 #[tokio::test]
 async fn out_of_stock_fails_the_order_and_reserves_nothing() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let order = stack
         .place(Uuid::new_v4(), json!([item(1, 1), item(3, 26)]))
         .await;
@@ -68,7 +69,7 @@ async fn out_of_stock_fails_the_order_and_reserves_nothing() {
 
 #[tokio::test]
 async fn a_product_the_catalog_does_not_know_is_refused_and_nothing_starts() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let response = stack
         .client
         .post(stack.api("/api/orders"))
@@ -90,7 +91,7 @@ async fn a_product_the_catalog_does_not_know_is_refused_and_nothing_starts() {
 #[tokio::test]
 async fn a_price_the_customer_did_not_see_is_refused_and_a_repriced_product_sells_at_its_new_price()
 {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let customer = Uuid::new_v4();
     let stale = json!([{ "productId": 1, "quantity": 1, "unitPrice": "0.01" }]);
     let response = stack
@@ -124,7 +125,7 @@ async fn a_price_the_customer_did_not_see_is_refused_and_a_repriced_product_sell
 
 #[tokio::test]
 async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let customer = Uuid::new_v4();
     // 23 monitors at 450.00 are 10,350.00, over a new customer's 10,000.00.
     let order = stack.place(customer, json!([item(3, 23)])).await;
@@ -158,7 +159,8 @@ async fn a_declined_payment_fails_the_order_and_gives_the_stock_back() {
 #[tokio::test]
 async fn the_starting_credit_is_configurable() {
     let stack = Stack::start_with(
-        &crate::common::stack::COMPONENTS,
+        SHOP,
+        &test_support::stack::COMPONENTS,
         &[("SHOP_PAYMENT__STARTING_CREDIT", "100.00")],
     )
     .await;
@@ -181,7 +183,7 @@ async fn the_starting_credit_is_configurable() {
 #[tokio::test]
 async fn changes_while_pending_reach_stock_and_payment() {
     // Stock publishes the catalog, then stops: nothing is held or paid while the order changes.
-    let mut stack = Stack::start_with(&["order", "stock", "payment", "gateway"], &[]).await;
+    let mut stack = Stack::start_with(SHOP, &["order", "stock", "payment", "gateway"], &[]).await;
     stack.stop("stock").await;
     let customer = Uuid::new_v4();
     let order = stack.place(customer, json!([item(1, 2)])).await;
@@ -250,7 +252,7 @@ async fn held_twice(stack: &Stack, customer: Uuid) -> String {
 
 #[tokio::test]
 async fn a_change_after_stock_held_the_order_refunds_the_first_capture_and_pays_the_new_total() {
-    let mut stack = Stack::start_with(&["order", "stock", "gateway"], &[]).await;
+    let mut stack = Stack::start_with(SHOP, &["order", "stock", "gateway"], &[]).await;
     let id = held_twice(&stack, Uuid::new_v4()).await;
 
     // Payment captures revision 1, then refunds it for revision 2; the order, at revision 2,
@@ -268,6 +270,7 @@ async fn a_change_after_stock_held_the_order_refunds_the_first_capture_and_pays_
 #[tokio::test]
 async fn a_change_the_credit_cannot_cover_fails_the_order_and_refunds_the_first_capture() {
     let mut stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "gateway"],
         &[("SHOP_PAYMENT__STARTING_CREDIT", "50.00")],
     )
@@ -300,7 +303,7 @@ async fn a_change_the_credit_cannot_cover_fails_the_order_and_refunds_the_first_
 
 #[tokio::test]
 async fn changes_after_the_order_completed_are_refused() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let customer = Uuid::new_v4();
     let order = stack.place(customer, json!([item(1, 1)])).await;
     let id = order["orderId"].as_str().unwrap().to_owned();
@@ -320,7 +323,7 @@ async fn changes_after_the_order_completed_are_refused() {
 
 #[tokio::test]
 async fn a_customer_sees_and_changes_only_their_own_orders() {
-    let stack = Stack::start().await;
+    let stack = Stack::start(SHOP).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     let order = stack.place(alice, json!([item(2, 1)])).await;
     let id = order["orderId"].as_str().unwrap().to_owned();

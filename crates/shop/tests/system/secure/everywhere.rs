@@ -8,10 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
 use super::{kafka, postgres, projections};
-use crate::common::stack::{Stack, item};
+use crate::common::SHOP;
 
 /// `./dev secure-env COMPONENT`: its settings in secure mode.
 fn secure_env(component: &str) -> Vec<(String, String)> {
@@ -53,6 +54,7 @@ async fn the_saga_completes_with_every_server_over_tls_with_credentials() {
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "projections", "gateway"],
         &env,
     )

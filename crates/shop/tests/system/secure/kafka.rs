@@ -16,10 +16,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::{Value, json};
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
 use super::tls_dir;
-use crate::common::stack::{Stack, item};
+use crate::common::SHOP;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -312,6 +313,7 @@ async fn the_saga_completes_with_each_component_as_its_own_kafka_principal() {
     let env = services_env(&prefix);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "projections", "gateway"],
         &env,
     )

@@ -8,10 +8,11 @@ use std::time::Duration;
 use platform::settings::PostgresSettings;
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
 use super::tls_dir;
-use crate::common::stack::{Stack, item};
+use crate::common::SHOP;
 
 fn password() -> String {
     let file = tls_dir().join("postgres-password");
@@ -116,6 +117,7 @@ pub(super) fn services_url() -> String {
 async fn the_saga_completes_with_every_service_on_postgres_over_tls() {
     let url = services_url();
     let stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "gateway"],
         &[("SHOP_POSTGRES__URL", &url)],
     )

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use ::mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
+use test_support::stack::{Stack, item};
 use uuid::Uuid;
 
 use super::{mongodb, redis, tls_dir};
-use crate::common::stack::{Stack, item};
+use crate::common::SHOP;
 
 /// `GET path` through the gateway as an operator, once it answers 200 and `done` holds.
 pub(super) async fn report_until(
@@ -42,6 +43,7 @@ async fn the_read_models_fill_over_tls_on_redis_and_mongodb() {
     let redis_url = redis::url("rediss", &format!("shop:{}@", redis::password()));
     let mongodb_url = mongodb::services_url();
     let stack = Stack::start_with(
+        SHOP,
         &["order", "stock", "payment", "projections", "gateway"],
         &[
             ("SHOP_REDIS__URL", &redis_url),

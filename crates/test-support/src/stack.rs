@@ -1,3 +1,14 @@
+//! A stack of real processes: every component of the system run by the `shop` executable, with
+//! databases, topics, ports, a Redis key prefix and a MongoDB database of the stack's own. The
+//! shop crate's system tests, cluster drills and saga benchmark start one or several.
+//!
+//! Cargo names the executable (`CARGO_BIN_EXE_shop`) and a scratch directory for the
+//! processes' logs (`CARGO_TARGET_TMPDIR`) only to the shop crate's own tests and benches, so
+//! they hand both in as a [`Binary`].
+
+// Test helpers may unwrap: a failure is the test failing, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -7,7 +18,23 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use test_support::{eventually, unique};
+
+use crate::{eventually, unique};
+
+/// The `shop` executable a stack runs, and the directory its processes log to (in
+/// `system-logs/`, a file per process named after the stack's topic prefix and the process):
+///
+/// ```ignore
+/// const SHOP: Binary = Binary {
+///     path: env!("CARGO_BIN_EXE_shop"),
+///     target_tmpdir: env!("CARGO_TARGET_TMPDIR"),
+/// };
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Binary {
+    pub path: &'static str,
+    pub target_tmpdir: &'static str,
+}
 
 pub const COMPONENTS: [&str; 4] = ["order", "stock", "payment", "gateway"];
 
@@ -42,6 +69,7 @@ pub struct Stack {
     /// Its Kafka topic prefix.
     pub prefix: String,
     pub client: reqwest::Client,
+    shop: Binary,
     env: Vec<(String, String)>,
     ports: HashMap<&'static str, u16>,
     databases: HashMap<&'static str, String>,
@@ -52,7 +80,7 @@ pub struct Stack {
     /// Units each product was restocked with through [`Stack::restock`] (I1 counts them).
     pub restocked: Mutex<HashMap<i64, i64>>,
     /// The test's turn among the tests of its binary; it ends after the processes are killed.
-    _turn: test_support::Turn,
+    _turn: crate::Turn,
 }
 
 /// A port nothing listens on and no other stack of this test process was given. Stacks start
@@ -76,31 +104,37 @@ fn free_port() -> u16 {
 
 impl Stack {
     /// A stack with every component running.
-    pub async fn start() -> Self {
-        Self::start_with(&COMPONENTS, &[]).await
+    pub async fn start(shop: Binary) -> Self {
+        Self::start_with(shop, &COMPONENTS, &[]).await
     }
 
     /// A stack running `components`, with extra `SHOP_*` settings. A setting named
     /// `COMPONENT:SHOP_…` is given to that component's processes only (each service its own
     /// Kafka principal, say); a `SHOP_KAFKA__TOPIC_PREFIX` replaces the stack's random prefix.
-    pub async fn start_with(components: &[&'static str], extra_env: &[(&str, &str)]) -> Self {
-        Self::start_in(test_support::shared().await, components, extra_env).await
+    pub async fn start_with(
+        shop: Binary,
+        components: &[&'static str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_in(shop, crate::shared().await, components, extra_env).await
     }
 
     /// A stack running `components` while no other test of the binary runs: for a drill that
     /// stops a shared server, or a test whose load would stretch the others' time bounds.
-    pub async fn start_alone(components: &[&'static str]) -> Self {
-        Self::start_in(test_support::alone().await, components, &[]).await
+    pub async fn start_alone(shop: Binary, components: &[&'static str]) -> Self {
+        Self::start_in(shop, crate::alone().await, components, &[]).await
     }
 
     async fn start_in(
-        turn: test_support::Turn,
+        shop: Binary,
+        turn: crate::Turn,
         components: &[&'static str],
         extra_env: &[(&str, &str)],
     ) -> Self {
         // The projections run only in the stacks that ask for them; they get a port either
         // way, for the gateway to route the reports to.
         let mut stack = Self::prepare(
+            shop,
             turn,
             &["order", "stock", "payment", "gateway", "projections"],
             extra_env,
@@ -117,14 +151,14 @@ impl Stack {
     /// Every process of [`CLUSTER_INSTANCES`] running on the Kafka cluster at `brokers`, with
     /// topics replicated three times and `min.insync.replicas` 2, and the gateway spreading
     /// each component's requests over its two instances; with extra `SHOP_*` settings.
-    pub async fn start_cluster(brokers: &str, extra_env: &[(&str, &str)]) -> Self {
+    pub async fn start_cluster(shop: Binary, brokers: &str, extra_env: &[(&str, &str)]) -> Self {
         let mut env = vec![
             ("SHOP_KAFKA__BROKERS", brokers),
             ("SHOP_KAFKA__REPLICATION", "3"),
             ("SHOP_KAFKA__MIN_INSYNC_REPLICAS", "2"),
         ];
         env.extend_from_slice(extra_env);
-        let mut stack = Self::prepare(test_support::shared().await, &CLUSTER_INSTANCES, &env);
+        let mut stack = Self::prepare(shop, crate::shared().await, &CLUSTER_INSTANCES, &env);
         stack.settings.kafka.brokers = brokers.to_owned();
         for component in ["order", "stock", "payment", "projections"] {
             let urls: Vec<String> = ["1", "2"]
@@ -162,11 +196,12 @@ impl Stack {
     /// The stack's settings, ports and databases for the processes `names`, none started. Each
     /// component's port is its first instance's.
     fn prepare(
-        turn: test_support::Turn,
+        shop: Binary,
+        turn: crate::Turn,
         names: &[&'static str],
         extra_env: &[(&str, &str)],
     ) -> Self {
-        let settings = test_support::settings();
+        let settings = crate::settings();
         let id = unique("sys");
         let prefix = (extra_env.iter())
             .find(|(key, _)| *key == "SHOP_KAFKA__TOPIC_PREFIX")
@@ -209,10 +244,9 @@ impl Stack {
             ("SHOP_REDIS__KEY_PREFIX".to_owned(), format!("{id}:")),
             ("SHOP_MONGODB__DATABASE".to_owned(), id.clone()),
         ]);
-        // Every component verifies tokens with the test key pair, as `test_support::token`
-        // signs them.
+        // Every component verifies tokens with the test key pair, as `crate::token` signs them.
         env.extend(
-            test_support::auth_env()
+            crate::auth_env()
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v)),
         );
@@ -224,13 +258,14 @@ impl Stack {
         Self {
             id,
             prefix,
-            client: test_support::http_client(),
+            client: crate::http_client(),
+            shop,
             env,
             ports,
             databases,
             children: HashMap::new(),
             settings,
-            operator: test_support::operator(),
+            operator: crate::operator(),
             restocked: Mutex::new(HashMap::new()),
             _turn: turn,
         }
@@ -270,7 +305,7 @@ impl Stack {
             .map(|t| format!("{}{t}", self.prefix))
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        test_support::delete_topics(&self.settings, &topics).await?;
+        crate::delete_topics(&self.settings, &topics).await?;
         for database in self.databases.values() {
             platform::postgres::drop_database(&self.settings.postgres, database).await?;
         }
@@ -306,7 +341,7 @@ impl Stack {
 
     /// Runs `shop ARGS` with the stack's settings and returns what it printed.
     pub fn shop(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_shop"))
+        let output = Command::new(self.shop.path)
             .args(args)
             .envs(
                 (self.env.iter())
@@ -338,7 +373,7 @@ impl Stack {
     /// Starts the process `name`: the component it names (`order` for `order-2`) on the port
     /// the stack gave it.
     fn launch(&mut self, name: &'static str) {
-        let log_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("system-logs");
+        let log_dir = std::path::Path::new(self.shop.target_tmpdir).join("system-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -347,7 +382,7 @@ impl Stack {
             .unwrap();
         let component = component_of(name);
         let own = format!("{component}:");
-        let child = Command::new(env!("CARGO_BIN_EXE_shop"))
+        let child = Command::new(self.shop.path)
             .arg(component)
             .envs(self.env.iter().filter_map(|(k, v)| {
                 let key = k
@@ -446,7 +481,7 @@ impl Stack {
     pub fn customer(customer: uuid::Uuid) -> String {
         format!(
             "Bearer {}",
-            test_support::token(customer, &[platform::auth::Role::Customer])
+            crate::token(customer, &[platform::auth::Role::Customer])
         )
     }
 
@@ -682,5 +717,5 @@ pub fn line(product: i64, quantity: i64, price: &str) -> Value {
 
 /// A fresh operator token (its own `jti`, so it can sign in to the console once).
 pub fn operator_token() -> String {
-    test_support::token(uuid::Uuid::new_v4(), &[platform::auth::Role::Ops])
+    crate::token(uuid::Uuid::new_v4(), &[platform::auth::Role::Ops])
 }

@@ -17,11 +17,10 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use test_support::in_process::Shop;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -93,7 +92,7 @@ async fn phase(on: bool) -> f64 {
     let exporter = on.then(platform::trace::SpanCollector::counting);
     platform::telemetry::init_with_exporter(&settings, "bench", exporter.clone());
 
-    let shop = Arc::new(common::Shop::start().await);
+    let shop = Arc::new(Shop::start().await);
     sqlx::query("UPDATE products SET available = 10000000")
         .execute(&shop.stock_pool)
         .await
@@ -125,7 +124,7 @@ async fn phase(on: bool) -> f64 {
 }
 
 /// Places `n` orders, `concurrency` at a time.
-async fn futures_join(shop: &Arc<common::Shop>, n: usize, concurrency: usize) -> Vec<uuid::Uuid> {
+async fn futures_join(shop: &Arc<Shop>, n: usize, concurrency: usize) -> Vec<uuid::Uuid> {
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..n {
@@ -144,7 +143,7 @@ async fn futures_join(shop: &Arc<common::Shop>, n: usize, concurrency: usize) ->
     ids
 }
 
-async fn wait_completed(shop: &common::Shop, n: usize) {
+async fn wait_completed(shop: &Shop, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let done: i64 = sqlx::query_scalar(

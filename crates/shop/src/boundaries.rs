@@ -12,11 +12,21 @@ use std::process::Command;
 /// for its event store.
 /// The console reads the system through its topics and the services' HTTP APIs only.
 /// `test-support` names `messaging` only behind its `stack` feature, for the topics a stack
-/// deletes.
+/// deletes, and the services only behind its `in-process` feature, to run them in a test.
 const ALLOWED: [(&str, &[&str]); 12] = [
     ("contracts", &[]),
     ("platform", &[]),
-    ("test-support", &["messaging", "platform"]),
+    (
+        "test-support",
+        &[
+            "messaging",
+            "order",
+            "payment",
+            "platform",
+            "service",
+            "stock",
+        ],
+    ),
     ("messaging", &["contracts", "platform"]),
     ("service", &["messaging", "platform"]),
     ("order", &["contracts", "messaging", "platform", "service"]),

@@ -4,10 +4,13 @@
 //! random Kafka topic prefix and consumer group, a random Redis key prefix and Mongo database.
 //!
 //! The heavier harnesses are features, so a crate builds only what its tests use: `browser` (a
-//! headless Chromium) and `stack` (the system as processes of the `shop` executable).
+//! headless Chromium), `stack` (the system as processes of the `shop` executable) and
+//! `in-process` (order, stock and payment in the test's own process).
 
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "in-process")]
+pub mod in_process;
 pub mod kafka;
 #[cfg(feature = "stack")]
 pub mod stack;
@@ -327,9 +330,59 @@ pub async fn unreported_seq_scans(
     Ok(scans.unwrap_or(0))
 }
 
+/// The value of the sample `name{labels…}` in a Prometheus text exposition, where every given
+/// `label="value"` pair is among the sample's labels; summed over the matching samples.
+pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut total = None;
+    for line in exposition.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        if labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+        {
+            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_run_topic;
+    use super::{is_run_topic, sample};
+
+    #[test]
+    fn a_sample_is_summed_over_the_series_with_the_given_labels() {
+        let exposition = "\
+# TYPE requests counter
+requests{route=\"/a\",status=\"200\"} 3
+requests{route=\"/b\",status=\"200\"} 4
+requests{route=\"/b\",status=\"500\"} 1
+requests_total 9
+";
+        assert_eq!(
+            sample(exposition, "requests", &[("status", "200")]),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(exposition, "requests", &[("route", "/b")]),
+            Some(5.0)
+        );
+        assert_eq!(sample(exposition, "requests_total", &[]), Some(9.0));
+        assert_eq!(sample(exposition, "requests", &[("status", "404")]), None);
+        assert_eq!(sample(exposition, "absent", &[]), None);
+    }
 
     #[test]
     fn only_the_topics_of_test_and_benchmark_runs_are_run_topics() {

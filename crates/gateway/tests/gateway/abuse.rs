@@ -5,20 +5,19 @@
 //! included.
 //!
 //! The tests measure this process's metrics series and memory, so each runs alone
-//! (`common::alone`).
+//! ([`test_support::alone`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::sample;
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use platform::settings::HttpSettings;
 use platform::shutdown::Trigger;
 use serde_json::{Value, json};
-use test_support::eventually;
+use test_support::{eventually, sample};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 

@@ -10,8 +10,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
-#[path = "../common/mod.rs"]
-mod common;
 mod instances;
 mod openapi;
 mod readiness;

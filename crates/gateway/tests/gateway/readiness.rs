@@ -1,6 +1,6 @@
 //! Readiness follows Kafka: a service answers 503 while the broker is stopped and 200 again once
 //! it is back. This stops the shared local Kafka (`./dev stop kafka`), so it runs alone
-//! (`common::alone`), with a guard that restarts Kafka however the test ends.
+//! ([`test_support::alone`]), with a guard that restarts Kafka however the test ends.
 
 use std::time::Duration;
 

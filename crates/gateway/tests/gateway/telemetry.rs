@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::common::{Shop, sample};
 use opentelemetry::trace::SpanKind;
 use platform::trace::SpanCollector;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use test_support::eventually;
+use test_support::in_process::Shop;
+use test_support::{eventually, sample};
 
 static SPANS: OnceLock<SpanCollector> = OnceLock::new();
 

@@ -1,6 +1,8 @@
 //! The three services of the saga, in this process, each with a fresh database, on a topic
-//! prefix of their own: what the operability tests and the overhead bench drive.
-#![allow(dead_code)]
+//! prefix of their own: what the gateway's operability tests and its telemetry overhead bench
+//! drive.
+
+// Test helpers may unwrap: a failure is the test failing, with its message.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -11,8 +13,9 @@ use platform::shutdown::Trigger;
 use serde_json::{Value, json};
 use service::Service;
 use sqlx::PgPool;
-use test_support::{TestDatabase, eventually};
 use uuid::Uuid;
+
+use crate::{TestDatabase, eventually};
 
 pub struct Shop {
     pub settings: Settings,
@@ -29,7 +32,7 @@ pub struct Shop {
 
 impl Shop {
     pub async fn start() -> Shop {
-        let settings = test_support::isolated_settings();
+        let settings = crate::isolated_settings();
         let (order_db, stock_db, payment_db) = (
             TestDatabase::create().await.unwrap(),
             TestDatabase::create().await.unwrap(),
@@ -79,7 +82,7 @@ impl Shop {
             payment: payment_addr,
             order_pool,
             stock_pool,
-            client: test_support::http_client(),
+            client: crate::http_client(),
             trigger,
             tasks,
             databases: vec![order_db, stock_db, payment_db],
@@ -89,7 +92,7 @@ impl Shop {
     /// Places an order of `quantity` units of product 1 (45.00) for a new customer; returns
     /// its id.
     pub async fn place(&self, quantity: i64, traceparent: Option<&str>) -> Uuid {
-        let (_, customer) = test_support::customer();
+        let (_, customer) = crate::customer();
         let mut request = self
             .client
             .post(format!("http://{}/api/orders", self.order))
@@ -109,7 +112,7 @@ impl Shop {
     pub async fn order_json(&self, id: Uuid) -> Value {
         self.client
             .get(format!("http://{}/api/orders/{id}", self.order))
-            .header("authorization", test_support::operator())
+            .header("authorization", crate::operator())
             .send()
             .await
             .unwrap()
@@ -148,32 +151,4 @@ impl Shop {
             let _ = db.drop_now().await;
         }
     }
-}
-
-/// The value of the sample `name{labels…}` in a Prometheus text exposition, where every given
-/// `label="value"` pair is among the sample's labels; summed over the matching samples.
-pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut total = None;
-    for line in exposition.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, label_text) = match series.split_once('{') {
-            Some((m, rest)) => (m, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if metric != name {
-            continue;
-        }
-        if labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-        {
-            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    total
 }

@@ -12,7 +12,8 @@ use std::process::Command;
 /// for its event store.
 /// The console reads the system through its topics and the services' HTTP APIs only.
 /// `test-support` names `messaging` only behind its `stack` feature, for the topics a stack
-/// deletes, and the services only behind its `in-process` feature, to run them in a test.
+/// deletes, and its `handler` feature, to hand a handler a batch; and the services only behind
+/// its `in-process` feature, to run them in a test.
 const ALLOWED: [(&str, &[&str]); 12] = [
     ("contracts", &[]),
     ("platform", &[]),

@@ -4,11 +4,14 @@
 //! random Kafka topic prefix and consumer group, a random Redis key prefix and Mongo database.
 //!
 //! The heavier harnesses are features, so a crate builds only what its tests use: `browser` (a
-//! headless Chromium), `stack` (the system as processes of the `shop` executable) and
-//! `in-process` (order, stock and payment in the test's own process).
+//! headless Chromium), `stack` (the system as processes of the `shop` executable),
+//! `in-process` (order, stock and payment in the test's own process) and `handler` (a batch of
+//! messages through a consumer handler).
 
 #[cfg(feature = "browser")]
 pub mod browser;
+#[cfg(feature = "handler")]
+pub mod handler;
 #[cfg(feature = "in-process")]
 pub mod in_process;
 pub mod kafka;

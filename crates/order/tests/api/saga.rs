@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use contracts::Contract;
 use contracts::payments::{PaymentCaptured, PaymentDeclined};
-use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
+use messaging::consumer::{HandlerError, IncomingMessage};
 use messaging::outbox::Metadata;
 use order::saga::SagaHandler;
 use rust_decimal::Decimal;
@@ -65,13 +65,7 @@ pub(crate) async fn handle(
     conn: &mut sqlx::PgConnection,
     messages: &[IncomingMessage],
 ) -> Result<(), HandlerError> {
-    let traced: Vec<Traced<'_>> = (messages.iter())
-        .map(|message| Traced {
-            message,
-            span: tracing::Span::none(),
-        })
-        .collect();
-    handler.handle(conn, &traced).await
+    test_support::handler::handle_on(handler, conn, messages).await
 }
 
 pub(crate) async fn event_types(app: &TestApp, order_id: Uuid) -> Vec<String> {

@@ -7,7 +7,7 @@
 use contracts::Contract;
 use contracts::payments::PaymentCaptured;
 use contracts::stock::{StockReleased, StockReserved};
-use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
+use messaging::consumer::{HandlerError, IncomingMessage};
 use messaging::outbox::{Metadata, OutgoingMessage};
 use payment::handler::PaymentHandler;
 use payment::payments::{Accounts, Payment, Request};
@@ -691,16 +691,7 @@ async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), Handl
     let handler = PaymentHandler {
         starting_credit: money(STARTING),
     };
-    let traced: Vec<Traced<'_>> = (messages.iter())
-        .map(|message| Traced {
-            message,
-            span: tracing::Span::none(),
-        })
-        .collect();
-    let mut tx = pool.begin().await.unwrap();
-    handler.handle(&mut tx, &traced).await?;
-    tx.commit().await.unwrap();
-    Ok(())
+    test_support::handler::handle(&handler, pool, messages).await
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! tests.
 
 use contracts::Contract;
-use messaging::consumer::{Handler, HandlerError, IncomingMessage, Traced};
+use messaging::consumer::{HandlerError, IncomingMessage};
 use messaging::outbox::{Metadata, OutgoingMessage};
 use sqlx::PgPool;
 use stock::handler::StockHandler;
@@ -38,14 +38,5 @@ pub fn incoming<C: Contract>(order_id: Uuid, message: &C) -> IncomingMessage {
 
 /// A batch through the stock handler, in a transaction of its own, committed if it succeeds.
 pub async fn handle(pool: &PgPool, messages: &[IncomingMessage]) -> Result<(), HandlerError> {
-    let traced: Vec<Traced<'_>> = (messages.iter())
-        .map(|message| Traced {
-            message,
-            span: tracing::Span::none(),
-        })
-        .collect();
-    let mut tx = pool.begin().await.unwrap();
-    StockHandler.handle(&mut tx, &traced).await?;
-    tx.commit().await.unwrap();
-    Ok(())
+    test_support::handler::handle(&StockHandler, pool, messages).await
 }

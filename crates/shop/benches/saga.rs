@@ -21,6 +21,8 @@
 //! seconds), to measure what watching costs the saga. `BENCH_CLUSTER=1` runs every stack as the
 //! cluster drill does: two instances of each service on the three Kafka nodes of
 //! `./dev start kafka-1 kafka-2 kafka-3`, topics replicated three times, `min.insync.replicas` 2.
+//! With PostgreSQL's `track_commit_timestamp` on, each relay step is also split at the commit of
+//! the transaction that wrote its outbox row (`relay_splits`).
 //!
 //! Set-up that is not the system's own behaviour: stock is topped up and the starting credit
 //! raised, so that every order completes and the run measures the happy path. Orders are placed
@@ -397,6 +399,81 @@ fn print_steps(steps: &[Vec<f64>]) {
     println!("{:>15} steady steps, p50/p99 ms: {}", "", shown.join(" · "));
 }
 
+/// Where a relay step's time goes, when PostgreSQL keeps commit timestamps
+/// (`track_commit_timestamp`): each relay step of [`STEPS`] split at the commit of the
+/// transaction that wrote its outbox row, into the rest of that transaction (from its begin,
+/// when the step starts, to its commit) and the relay's part (from the commit, through its WAL
+/// flush and the doorbell, to Kafka's acknowledgement and the mark). Per relay: milliseconds of
+/// the two parts for the orders placed since `since`, each sorted; `None` when the server keeps
+/// no commit timestamps.
+async fn relay_splits(
+    stack: &Stack,
+    orders: &PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<Vec<(Vec<f64>, Vec<f64>)>>> {
+    let kept: String = sqlx::query_scalar("SHOW track_commit_timestamp")
+        .fetch_one(orders)
+        .await?;
+    if kept != "on" {
+        return Ok(None);
+    }
+    // The order's row is written by the statement that appends `OrderPlaced`, whose event row
+    // nothing updates; stock's and payment's by a consumer transaction, whose inbox row (the
+    // message the outbox row answers) nothing updates. The outbox row itself is updated by the
+    // mark, which gives it the mark's transaction.
+    let placed: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM pg_xact_commit_timestamp(e.xmin) - e.recorded_at)::float8 * 1000,
+                extract(epoch FROM o.published_at - pg_xact_commit_timestamp(e.xmin))::float8 * 1000
+         FROM events e
+         JOIN outbox o ON o.message_key = e.stream_id::text AND o.message_type = e.event_type
+         WHERE e.event_type = $1 AND e.recorded_at >= $2 AND o.published_at IS NOT NULL",
+    )
+    .bind(OrderPlaced::TYPE)
+    .bind(since)
+    .fetch_all(orders)
+    .await?;
+    let answered = |pool: PgPool, message_type: &'static str| async move {
+        sqlx::query_as::<_, (f64, f64)>(
+            "SELECT extract(epoch FROM pg_xact_commit_timestamp(i.xmin) - o.created_at)::float8 * 1000,
+                    extract(epoch FROM o.published_at - pg_xact_commit_timestamp(i.xmin))::float8 * 1000
+             FROM outbox o JOIN inbox i ON i.message_id = o.causation_id
+             WHERE o.message_type = $1 AND o.created_at >= $2 AND o.published_at IS NOT NULL",
+        )
+        .bind(message_type)
+        .bind(since)
+        .fetch_all(&pool)
+        .await
+    };
+    let reserved = answered(stack.pool("stock").await, StockReserved::TYPE).await?;
+    let captured = answered(stack.pool("payment").await, PaymentCaptured::TYPE).await?;
+    let split = |pairs: Vec<(f64, f64)>| {
+        let (mut transaction, mut relay): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+        transaction.sort_by(f64::total_cmp);
+        relay.sort_by(f64::total_cmp);
+        (transaction, relay)
+    };
+    Ok(Some(vec![split(placed), split(reserved), split(captured)]))
+}
+
+fn print_splits(splits: &Option<Vec<(Vec<f64>, Vec<f64>)>>) {
+    let Some(splits) = splits else { return };
+    let relays = ["order relay", "stock relay", "payment relay"];
+    let shown: Vec<String> = (relays.iter().zip(splits))
+        .map(|(name, (transaction, relay))| {
+            format!(
+                "{name} {:.1} + {:.1}",
+                percentile(transaction, 0.50),
+                percentile(relay, 0.50)
+            )
+        })
+        .collect();
+    println!(
+        "{:>15} relay steps at the writer's commit, p50 ms (its transaction + the relay): {}",
+        "",
+        shown.join(" · ")
+    );
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -485,6 +562,7 @@ async fn main() -> anyhow::Result<()> {
         print_latencies("", &format!("{rate:.0}"), &windows.0, &phase.steady);
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
+        print_splits(&relay_splits(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
         print_when(&phase);
         return discard(stack, orders).await;
@@ -510,6 +588,7 @@ async fn main() -> anyhow::Result<()> {
         print_latencies(&load, &format!("{rate:.0}"), &windows.0, &phase.steady);
         print_latencies("", "", &windows.1, &phase.from_idle);
         print_steps(&steps(&stack, &orders, phase.steady_from).await?);
+        print_splits(&relay_splits(&stack, &orders, phase.steady_from).await?);
         print_per_second(&p99_per_second(&orders, phase.steady_from, phase.steady_to).await?);
         print_when(&phase);
         discard(stack, orders).await?;

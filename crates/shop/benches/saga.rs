@@ -404,8 +404,8 @@ fn print_steps(steps: &[Vec<f64>]) {
 /// transaction that wrote its outbox row, into the rest of that transaction (from its begin,
 /// when the step starts, to its commit) and the relay's part (from the commit, through its WAL
 /// flush and the doorbell, to Kafka's acknowledgement and the mark). Per relay: milliseconds of
-/// the two parts for the orders placed since `since`, each sorted; `None` when the server keeps
-/// no commit timestamps.
+/// the two parts for its rows written since `since` (`OrderPlaced` appended, `StockReserved` or
+/// `PaymentCaptured` queued), each sorted; `None` when the server keeps no commit timestamps.
 async fn relay_splits(
     stack: &Stack,
     orders: &PgPool,

@@ -62,19 +62,7 @@ impl Shop {
             tokio::spawn(stock.run(shutdown.clone())),
             tokio::spawn(payment.run(shutdown)),
         ];
-        // Stock publishes the seeded catalog; orders are priced once the order service's
-        // replica holds it.
-        eventually(Duration::from_secs(30), "the catalog replica", || {
-            let pool = order_pool.clone();
-            async move {
-                let known: i64 = sqlx::query_scalar("SELECT count(*) FROM catalog")
-                    .fetch_one(&pool)
-                    .await?;
-                Ok((known >= 3).then_some(()))
-            }
-        })
-        .await
-        .unwrap();
+        crate::seeded_catalog_replicated(&order_pool).await;
         Shop {
             settings,
             order: order_addr,

@@ -333,6 +333,30 @@ pub async fn unreported_seq_scans(
     Ok(scans.unwrap_or(0))
 }
 
+/// Waits until an order service, whose database `order` is, prices from the whole seeded
+/// catalog: stock publishes it when it first starts, and the order service's replica takes one
+/// relay and one consumer hop to learn it (an order placed before that is refused with 422
+/// unknown-product).
+///
+/// # Panics
+///
+/// When the replica does not hold the three seeded products within 30 s: the test fails.
+pub async fn seeded_catalog_replicated(order: &sqlx::PgPool) {
+    eventually(
+        Duration::from_secs(30),
+        "the order service's catalog replica to hold the seeded products",
+        || async move {
+            let known: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM catalog WHERE product_id IN (1, 2, 3)")
+                    .fetch_one(order)
+                    .await?;
+            Ok((known == 3).then_some(()))
+        },
+    )
+    .await
+    .expect("the seeded catalog replicates");
+}
+
 /// The value of the sample `name{labels…}` in a Prometheus text exposition, where every given
 /// `label="value"` pair is among the sample's labels; summed over the matching samples.
 pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

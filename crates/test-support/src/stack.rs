@@ -271,28 +271,11 @@ impl Stack {
         }
     }
 
-    /// Waits until the order service prices from the whole seeded catalog: stock publishes it
-    /// when it first starts, and the order service's replica takes one relay and one consumer
-    /// hop to learn it (an order placed before that is refused with 422 unknown-product).
+    /// Waits until the stack's order service prices from the whole seeded catalog
+    /// ([`crate::seeded_catalog_replicated`]).
     pub async fn catalog_replicated(&self) {
         let order = self.pool("order").await;
-        eventually(
-            Duration::from_secs(30),
-            "the order service's catalog replica to hold the seeded products",
-            || {
-                let order = order.clone();
-                async move {
-                    let known: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM catalog WHERE product_id IN (1, 2, 3)",
-                    )
-                    .fetch_one(&order)
-                    .await?;
-                    Ok((known == 3).then_some(()))
-                }
-            },
-        )
-        .await
-        .unwrap();
+        crate::seeded_catalog_replicated(&order).await;
         order.close().await;
     }
 
